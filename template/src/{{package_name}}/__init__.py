@@ -1,0 +1,1 @@
+"""An async PostgreSQL service: FastAPI over SQLAlchemy 2 asyncio and asyncpg."""

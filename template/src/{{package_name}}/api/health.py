@@ -1,0 +1,36 @@
+"""Liveness with a real database round trip, for load balancers and orchestrators."""
+
+import logging
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response, status
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: Literal["ok", "error"]
+    database: Literal["ok", "unavailable"]
+
+
+@router.get(
+    "/health",
+    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health}},
+)
+async def health(request: Request, response: Response) -> Health:
+    engine: AsyncEngine = request.app.state.engine
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as error:
+        # The type is enough to diagnose; driver messages may carry host details.
+        logger.warning("health check failed: %s", type(error).__name__)
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return Health(status="error", database="unavailable")
+    return Health(status="ok", database="ok")
