@@ -1,0 +1,91 @@
+"""Fixtures that render the template with Copier's API and run what it generates."""
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import copier
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# What Copier needs of this repo: the questions, what they include, the project tree.
+TEMPLATE_PARTS = ("copier.yml", "includes", "template")
+
+Answers = dict[str, Any]
+Render = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template as a plain folder, so uncommitted work renders as it is."""
+    source = tmp_path_factory.mktemp("template")
+    for part in TEMPLATE_PARTS:
+        origin = REPO_ROOT / part
+        if origin.is_dir():
+            shutil.copytree(origin, source / part)
+        else:
+            shutil.copy2(origin, source / part)
+    return source
+
+
+def render_template(template: Path, destination: Path, answers: Answers) -> Path:
+    copier.run_copy(
+        str(template),
+        destination,
+        data=answers,
+        defaults=True,
+        unsafe=False,
+        quiet=True,
+    )
+    return destination
+
+
+@pytest.fixture
+def render(template_dir: Path, tmp_path: Path) -> Render:
+    """Render with the given answers (defaults for the rest) into a fresh folder."""
+
+    def _render(answers: Answers | None = None, name: str = "project") -> Path:
+        return render_template(template_dir, tmp_path / name, answers or {})
+
+    return _render
+
+
+def run(
+    command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure, fail the test with its whole output."""
+    # VIRTUAL_ENV is this repo's environment; a generated project has its own.
+    environment = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env={**environment, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited {result.returncode} in {cwd}\n"
+            f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session")
+def synced_project(
+    template_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """A default render installed by a real `uv sync`, exactly as a user would.
+
+    Its environment is reused to check the other renders, so dependencies are
+    downloaded and installed once per run.
+    """
+    project = render_template(template_dir, tmp_path_factory.mktemp("synced") / "svc", {})
+    run([sys.executable, "-m", "uv", "sync", "--no-progress"], cwd=project)
+    yield project
