@@ -4,7 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,16 @@ def render(template_dir: Path, tmp_path: Path) -> Render:
 
 
 def run(
-    command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 900
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure, fail the test with its whole output."""
     # VIRTUAL_ENV is this repo's environment; a generated project has its own.
-    environment = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
+    environment = {
+        key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"
+    }
     result = subprocess.run(
         command,
         cwd=cwd,
@@ -80,12 +85,14 @@ def run(
 @pytest.fixture(scope="session")
 def synced_project(
     template_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Path]:
+) -> Path:
     """A default render installed by a real `uv sync`, exactly as a user would.
 
     Its environment is reused to check the other renders, so dependencies are
     downloaded and installed once per run.
     """
-    project = render_template(template_dir, tmp_path_factory.mktemp("synced") / "svc", {})
+    project = render_template(
+        template_dir, tmp_path_factory.mktemp("synced") / "svc", {}
+    )
     run([sys.executable, "-m", "uv", "sync", "--no-progress"], cwd=project)
-    yield project
+    return project

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import REPO_ROOT, Render
 
 QUESTIONS = (
@@ -32,7 +31,11 @@ QUESTIONS = (
 INVALID_ANSWERS: list[tuple[dict[str, Any], str, str]] = [
     ({"project_name": ""}, "project_name", "must not be empty"),
     ({"project_name": "   "}, "project_name", "must not be empty"),
-    ({"package_name": "My-Service"}, "package_name", "not a lowercase Python identifier"),
+    (
+        {"package_name": "My-Service"},
+        "package_name",
+        "not a lowercase Python identifier",
+    ),
     ({"package_name": "9lives"}, "package_name", "not a lowercase Python identifier"),
     ({"package_name": ""}, "package_name", "not a lowercase Python identifier"),
     ({"package_name": "class"}, "package_name", "is a Python keyword"),
@@ -44,19 +47,43 @@ INVALID_ANSWERS: list[tuple[dict[str, Any], str, str]] = [
     ({"db_name": "é" * 32}, "db_name", "64 bytes long"),
     ({"db_name": "bad\x00name"}, "db_name", "NUL"),
     ({"db_name": "two\nlines"}, "db_name", "control character"),
-    ({"db_user_var": "postgres_user"}, "db_user_var", "not a valid environment variable name"),
-    ({"db_password_var": "1PASSWORD"}, "db_password_var", "not a valid environment variable name"),
-    ({"db_host_var": "DB-HOST"}, "db_host_var", "not a valid environment variable name"),
+    (
+        {"db_user_var": "postgres_user"},
+        "db_user_var",
+        "not a valid environment variable name",
+    ),
+    (
+        {"db_password_var": "1PASSWORD"},
+        "db_password_var",
+        "not a valid environment variable name",
+    ),
+    (
+        {"db_host_var": "DB-HOST"},
+        "db_host_var",
+        "not a valid environment variable name",
+    ),
     ({"db_port_var": ""}, "db_port_var", "not a valid environment variable name"),
-    ({"db_name_var": "DB NAME"}, "db_name_var", "not a valid environment variable name"),
-    ({"db_url_var": "database_url"}, "db_url_var", "not a valid environment variable name"),
+    (
+        {"db_name_var": "DB NAME"},
+        "db_name_var",
+        "not a valid environment variable name",
+    ),
+    (
+        {"db_url_var": "database_url"},
+        "db_url_var",
+        "not a valid environment variable name",
+    ),
     ({"db_password_var": "POSTGRES_USER"}, "db_password_var", "same as db_user_var"),
     ({"db_port_var": "POSTGRES_HOST"}, "db_port_var", "same as db_host_var"),
     ({"db_name_var": "POSTGRES_PASSWORD"}, "db_name_var", "same as db_password_var"),
     ({"db_url_var": "POSTGRES_DB"}, "db_url_var", "same as db_name_var"),
     ({"db_url_var": "POSTGRES_USER"}, "db_url_var", "same as db_user_var"),
     ({"db_host_var": "DB_POOL_SIZE"}, "db_host_var", "already used by the service"),
-    ({"db_user_var": "USER"}, "db_user_var", "already used by the service or the system"),
+    (
+        {"db_user_var": "USER"},
+        "db_user_var",
+        "already used by the service or the system",
+    ),
     ({"pool_size": 0}, "pool_size", "must be 1 or more"),
     ({"pool_size": -3}, "pool_size", "must be 1 or more"),
     ({"max_overflow": -1}, "max_overflow", "must be 0 or more"),
@@ -69,7 +96,9 @@ INVALID_ANSWERS: list[tuple[dict[str, Any], str, str]] = [
 @pytest.mark.parametrize(
     ("answers", "question", "message"),
     INVALID_ANSWERS,
-    ids=[f"{question}={answers[question]!r}" for answers, question, _ in INVALID_ANSWERS],
+    ids=[
+        f"{question}={answers[question]!r}" for answers, question, _ in INVALID_ANSWERS
+    ],
 )
 def test_invalid_answer_is_refused_with_its_message_and_writes_nothing(
     render: Render, tmp_path: Path, answers: dict[str, Any], question: str, message: str
@@ -80,9 +109,20 @@ def test_invalid_answer_is_refused_with_its_message_and_writes_nothing(
     assert message in str(refused.value)
     # The message also says how to fix it ("use ...", "choose ...", "remove ...").
     assert any(
-        hint in str(refused.value) for hint in ("use ", "Use ", "choose", "give", "add a word", "Remove", "shorten")
+        hint in str(refused.value)
+        for hint in (
+            "use ",
+            "Use ",
+            "choose",
+            "give",
+            "add a word",
+            "Remove",
+            "shorten",
+        )
     )
-    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+    assert not (tmp_path / "refused").exists() or not any(
+        (tmp_path / "refused").iterdir()
+    )
 
 
 def test_defaults_are_derived_from_the_project_name(render: Render) -> None:
@@ -109,8 +149,14 @@ def test_copier_needs_no_trust() -> None:
 
 
 def test_stdlib_list_covers_the_running_python() -> None:
-    listed = yaml.safe_load((REPO_ROOT / "includes" / "stdlib_module_names.yml").read_text())
+    listed = yaml.safe_load(
+        (REPO_ROOT / "includes" / "stdlib_module_names.yml").read_text()
+    )
     names = set(listed["stdlib_module_names"]["default"])
-    importable = {name for name in sys.stdlib_module_names if name.isidentifier() and name.islower() and not name.startswith("_")}
+    importable = {
+        name
+        for name in sys.stdlib_module_names
+        if name.isidentifier() and name.islower() and not name.startswith("_")
+    }
 
     assert importable <= names

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import Render, run
 
 ANSWER_SETS: dict[str, dict[str, Any]] = {
@@ -44,7 +43,7 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
     "awkward-text": {
         "project_name": "Café \"Ünïcode\" O'Brien's \\ {{ x }} Service: #1 & <b>",
         "package_name": "cafe_service",
-        "db_name": "Café \"odd\" name's",
+        "db_name": 'Café "odd" name\'s',
     },
 }
 
@@ -68,7 +67,9 @@ def test_rendered_project_passes_its_own_checks(
     for path in python_files(project):
         compile(path.read_text(encoding="utf-8"), str(path), "exec")
     tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
-    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    recorded = yaml.safe_load(
+        (project / ".copier-answers.yml").read_text(encoding="utf-8")
+    )
     assert {key: recorded[key] for key in answers} == answers
 
     run([str(venv_bin / "ruff"), "check", "--no-cache", "."], cwd=project)
@@ -77,18 +78,40 @@ def test_rendered_project_passes_its_own_checks(
     run([str(venv_bin / "mypy"), "--cache-dir", str(mypy_cache)], cwd=project, env=env)
     with tempfile.TemporaryDirectory(prefix="gen-") as basetemp:
         result = run(
-            [str(venv_bin / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", basetemp],
+            [
+                str(venv_bin / "python"),
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--basetemp",
+                basetemp,
+            ],
             cwd=project,
             env=env,
         )
-    assert " passed" in result.stdout and "failed" not in result.stdout
+    assert " passed" in result.stdout
+    assert "failed" not in result.stdout
 
 
 def test_synced_project_runs_with_uv_run(synced_project: Path) -> None:
     """The README's own command, `uv run pytest`, in the synced project."""
     with tempfile.TemporaryDirectory(prefix="gen-") as basetemp:
         result = run(
-            [sys.executable, "-m", "uv", "run", "--no-sync", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", basetemp],
+            [
+                sys.executable,
+                "-m",
+                "uv",
+                "run",
+                "--no-sync",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--basetemp",
+                basetemp,
+            ],
             cwd=synced_project,
         )
     assert " passed" in result.stdout
