@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,21 @@ def run(
             f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
         )
     return result
+
+
+def run_project_tests(
+    pytest_command: list[str], project: Path, env: dict[str, str] | None = None
+) -> None:
+    """Run a generated project's own suite; fail unless its tests ran and passed.
+
+    Each run gets its own --basetemp: pytest prunes old folders in the shared one,
+    which would delete the outer session's renders.
+    """
+    with tempfile.TemporaryDirectory(prefix="gen-") as basetemp:
+        options = ["-q", "-p", "no:cacheprovider", "--basetemp", basetemp]
+        result = run([*pytest_command, *options], cwd=project, env=env)
+    assert " passed" in result.stdout
+    assert "failed" not in result.stdout
 
 
 @pytest.fixture(scope="session")

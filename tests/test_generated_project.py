@@ -2,14 +2,13 @@
 against a real PostgreSQL."""
 
 import sys
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import Render, run
+from conftest import Render, run, run_project_tests
 
 ANSWER_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -76,42 +75,10 @@ def test_rendered_project_passes_its_own_checks(
     run([str(venv_bin / "ruff"), "format", "--check", "--no-cache", "."], cwd=project)
     mypy_cache = synced_project / ".mypy_cache"
     run([str(venv_bin / "mypy"), "--cache-dir", str(mypy_cache)], cwd=project, env=env)
-    with tempfile.TemporaryDirectory(prefix="gen-") as basetemp:
-        result = run(
-            [
-                str(venv_bin / "python"),
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--basetemp",
-                basetemp,
-            ],
-            cwd=project,
-            env=env,
-        )
-    assert " passed" in result.stdout
-    assert "failed" not in result.stdout
+    run_project_tests([str(venv_bin / "python"), "-m", "pytest"], project, env)
 
 
 def test_synced_project_runs_with_uv_run(synced_project: Path) -> None:
     """The README's own command, `uv run pytest`, in the synced project."""
-    with tempfile.TemporaryDirectory(prefix="gen-") as basetemp:
-        result = run(
-            [
-                sys.executable,
-                "-m",
-                "uv",
-                "run",
-                "--no-sync",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--basetemp",
-                basetemp,
-            ],
-            cwd=synced_project,
-        )
-    assert " passed" in result.stdout
+    command = [sys.executable, "-m", "uv", "run", "--no-sync", "pytest"]
+    run_project_tests(command, synced_project)
