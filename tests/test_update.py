@@ -88,7 +88,7 @@ def derive_older(tree: Path) -> None:
     # A changed file: the README's last line was different.
     readme = tree / "template" / "README.md.jinja"
     lines = readme.read_text(encoding="utf-8").splitlines(keepends=True)
-    assert lines[-1] != OLDER_README_LAST_LINE + "\n"
+    assert lines[-1] != OLDER_README_LAST_LINE + "\n", "pick another old line"
     lines[-1] = OLDER_README_LAST_LINE + "\n"
     readme.write_text("".join(lines), encoding="utf-8")
     # A removed file: tool settings that NEWER keeps in pyproject.toml instead.
@@ -102,7 +102,7 @@ def derive_older(tree: Path) -> None:
 def derive_newer(tree: Path) -> None:
     """The newer release: this tree, with `service_port` renamed to `http_port`.
 
-    The bridge: a projects's old answer is in the render context during an update
+    The bridge: a project's old answer is in the render context during an update
     (Copier passes the last answers on, and only records keys that are still
     questions), so the new question's default reads it. New projects get 8000.
     """
@@ -133,8 +133,10 @@ def build_template_repo(
     git(repo, "init", "--quiet", "--initial-branch=main")
     for tag, derive in releases:
         for entry in repo.iterdir():
-            if entry.name != ".git":
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            if entry.is_dir() and entry.name != ".git":
+                shutil.rmtree(entry)
+            elif entry.is_file():
+                entry.unlink()
         shutil.copytree(source, repo, dirs_exist_ok=True)
         derive(repo)
         git(repo, "add", "--all")
@@ -355,23 +357,23 @@ def test_update_keeps_every_team_edit(team_update: Update) -> None:
 
 
 def test_update_applies_every_template_change(team_update: Update) -> None:
-    readme = team_update.updated["README.md"].decode()
-    assert REMOVED_FILE in team_update.older
-    assert REMOVED_FILE not in team_update.updated
-    assert ADDED_FILE not in team_update.older
-    assert team_update.updated[ADDED_FILE] == team_update.fresh[ADDED_FILE]
-    assert (
-        team_update.older["README.md"].decode().endswith(OLDER_README_LAST_LINE + "\n")
-    )
-    assert readme.endswith(
-        team_update.fresh["README.md"].decode().splitlines()[-1] + "\n"
-    )
-    # The whole tree: NEWER's render, with only the team's edits and files added.
-    untouched = set(team_update.fresh) - set(TEAM_EDITS)
-    assert {path: team_update.updated.get(path) for path in untouched} == {
-        path: team_update.fresh[path] for path in untouched
+    older, updated, fresh = team_update.older, team_update.updated, team_update.fresh
+    assert REMOVED_FILE in older
+    assert REMOVED_FILE not in updated
+    assert ADDED_FILE not in older
+    assert updated[ADDED_FILE] == fresh[ADDED_FILE]
+    last_lines = [
+        files["README.md"].decode().splitlines()[-1]
+        for files in (older, updated, fresh)
+    ]
+    assert last_lines[0] == OLDER_README_LAST_LINE
+    assert last_lines[1] == last_lines[2]  # changed, next to the team's own edit
+    # The whole tree: NEWER's render, plus only the team's edits and files.
+    untouched = set(fresh) - set(TEAM_EDITS)
+    assert {path: updated.get(path) for path in untouched} == {
+        path: fresh[path] for path in untouched
     }
-    assert set(team_update.updated) == set(team_update.fresh) | set(TEAM_FILES)
+    assert set(updated) == set(fresh) | set(TEAM_FILES)
 
 
 def test_update_records_the_new_release(team_update: Update) -> None:
