@@ -1,7 +1,9 @@
 """The database layer: URL, engine, session factory and the request-scoped session."""
 
+import ssl
 from collections.abc import AsyncIterator
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.engine import URL, make_url
@@ -12,9 +14,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from .settings import Settings
+from .settings import Settings, SslMode
 
 DRIVER = "postgresql+asyncpg"
+# libpq options that asyncpg would reject as unknown keyword arguments; they are
+# taken out of the URL and translated by connect_arguments().
+LIBPQ_TLS_OPTIONS = ("sslmode", "sslrootcert")
 
 
 def database_url(settings: Settings) -> URL:
@@ -24,7 +29,8 @@ def database_url(settings: Settings) -> URL:
     password works. Render it only with `hide_password=True` (the default of str()).
     """
     if settings.database_url is not None:
-        return make_url(settings.database_url.get_secret_value()).set(drivername=DRIVER)
+        url = make_url(settings.database_url.get_secret_value())
+        return url.set(drivername=DRIVER).difference_update_query(LIBPQ_TLS_OPTIONS)
     password = settings.db_password.get_secret_value() if settings.db_password else None
     return URL.create(
         DRIVER,
@@ -34,6 +40,43 @@ def database_url(settings: Settings) -> URL:
         port=settings.db_port,
         database=settings.db_name,
     )
+
+
+def ssl_argument(mode: SslMode, root_cert: Path | None) -> ssl.SSLContext | str | bool:
+    """libpq's sslmode as asyncpg's `ssl` argument, built once per engine."""
+    if mode == "disable":
+        return False
+    if mode == "prefer":
+        return "prefer"  # asyncpg's own: TLS when the server offers it.
+    # The system's CAs unless a root certificate is given.
+    context = ssl.create_default_context(cafile=root_cert)
+    if mode == "require":
+        # Encrypt, but trust any certificate: libpq's meaning of "require".
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode == "verify-ca":
+        context.check_hostname = False
+    return context
+
+
+def connect_arguments(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for asyncpg.connect(), computed once per engine."""
+    mode: SslMode = settings.ssl_mode or "prefer"
+    root_cert: Path | None = settings.ssl_root_cert
+    if settings.database_url is not None:
+        query = make_url(settings.database_url.get_secret_value()).query
+        url_mode = query.get("sslmode")
+        url_root_cert = query.get("sslrootcert")
+        if settings.ssl_mode is None and isinstance(url_mode, str):
+            mode = url_mode  # type: ignore[assignment]  # checked by Settings
+        if root_cert is None and isinstance(url_root_cert, str):
+            root_cert = Path(url_root_cert)
+    return {
+        "timeout": settings.connect_timeout,
+        "ssl": ssl_argument(mode, root_cert),
+        # Sent once when each connection opens, not per request.
+        "server_settings": {"application_name": settings.application_name},
+    }
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -46,11 +89,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=settings.pool_recycle,
         pool_pre_ping=settings.pool_pre_ping,
         echo=settings.echo_sql,
-        # Passed to asyncpg.connect(); server_settings are sent once per connection.
-        connect_args={
-            "timeout": settings.connect_timeout,
-            "server_settings": {"application_name": settings.application_name},
-        },
+        # Statement parameters can hold personal data or secrets: keep them out of
+        # logs and exception messages outside development.
+        hide_parameters=not settings.dev_mode,
+        connect_args=connect_arguments(settings),
     )
 
 
