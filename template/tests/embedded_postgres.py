@@ -33,6 +33,15 @@ SUPERUSER = "postgres"
 SYSTEM_USER = "pgserver"
 
 
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    # standard_conforming_strings is on (PostgreSQL's default): only ' is doubled.
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -78,13 +87,31 @@ class EmbeddedPostgres:
         for path in (directory, self.data_dir):
             shutil.chown(path, SYSTEM_USER, SYSTEM_USER)
 
-    def _run(self, program: str, *args: str) -> None:
-        subprocess.run(
+    def _run(self, program: str, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(
             [str(self.bin_dir / program), *args],
             check=True,
             capture_output=True,
+            text=True,
+            input=stdin,
             user=self.system_user,
             cwd=self.data_dir,
+        )
+        return result.stdout
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run SQL as the superuser (read from stdin, so secrets stay off argv)."""
+        return self._run(
+            "psql",
+            f"--host={self.data_dir}",
+            f"--port={self.port}",
+            f"--username={SUPERUSER}",
+            f"--dbname={database}",
+            "--no-psqlrc",
+            "--tuples-only",
+            "--no-align",
+            "--set=ON_ERROR_STOP=1",
+            stdin=sql,
         )
 
     def configure(self, **settings: str) -> None:
