@@ -64,7 +64,8 @@ def test_service_answers_health_once_env_points_at_a_database(
     run([str(venv_bin / "alembic"), "upgrade", "head"], cwd=synced_project, env=env)
 
     port = free_port()
-    command = [str(venv_bin / "uvicorn"), "my_service.main:app", "--port", str(port)]
+    # The README's command: the project's own script, uvicorn options passed on.
+    command = [str(venv_bin / "my-service"), "--port", str(port)]
     server = subprocess.Popen(
         command,
         cwd=synced_project,
