@@ -11,6 +11,7 @@ from conftest import REPO_ROOT, Render
 
 QUESTIONS = (
     "project_name",
+    "description",
     "package_name",
     "db_name",
     "db_user_var",
@@ -31,6 +32,8 @@ QUESTIONS = (
 INVALID_ANSWERS: list[tuple[dict[str, Any], str, str]] = [
     ({"project_name": ""}, "project_name", "must not be empty"),
     ({"project_name": "   "}, "project_name", "must not be empty"),
+    ({"description": ""}, "description", "must not be empty"),
+    ({"description": "two\nlines"}, "description", "must be one line"),
     (
         {"package_name": "My-Service"},
         "package_name",
@@ -115,6 +118,7 @@ def test_invalid_answer_is_refused_with_its_message_and_writes_nothing(
             "Use ",
             "choose",
             "give",
+            "say in one line",
             "add a word",
             "Remove",
             "shorten",

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,10 +14,31 @@ from ..models import ITEM_DESCRIPTION_MAX_LENGTH, ITEM_NAME_MAX_LENGTH, Item
 
 router = APIRouter(prefix="/items", tags=["items"])
 
+
+def storable_text(value: str) -> str:
+    """Refuse, as a 422, text that PostgreSQL would refuse as a 500: it cannot
+    store NUL, and a lone surrogate (legal in JSON) is not UTF-8."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
 # Ids are PostgreSQL bigints; a larger number could never match a row.
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-Name = Annotated[str, Field(min_length=1, max_length=ITEM_NAME_MAX_LENGTH)]
-Description = Annotated[str, Field(max_length=ITEM_DESCRIPTION_MAX_LENGTH)]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=ITEM_NAME_MAX_LENGTH),
+    AfterValidator(storable_text),
+]
+Description = Annotated[
+    str,
+    Field(max_length=ITEM_DESCRIPTION_MAX_LENGTH),
+    AfterValidator(storable_text),
+]
 
 
 class ItemCreate(BaseModel):
