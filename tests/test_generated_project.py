@@ -30,7 +30,7 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
     },
     "custom-env-names": {
         "project_name": "Orders",
-        "package_name": "orders_api",
+        "package_name": "orders_api_with_a_deliberately_long_name_to_test_line_wrapping",
         "db_name": "orders",
         "db_user_var": "ORDERS_DB_USER",
         "db_password_var": "ORDERS_DB_SECRET",
