@@ -164,3 +164,18 @@ def test_stdlib_list_covers_the_running_python() -> None:
     }
 
     assert importable <= names
+
+
+def test_no_password_reaches_a_rendered_file(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Even with the password variables set while rendering, only names are written.
+    secret = "s3cret-that-must-stay-in-the-environment"
+    for name in ("POSTGRES_PASSWORD", "APP_DB_SECRET", "DATABASE_URL"):
+        monkeypatch.setenv(name, secret)
+
+    project = render({"db_password_var": "APP_DB_SECRET"})
+
+    for path in project.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(encoding="utf-8"), path
