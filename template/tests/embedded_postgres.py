@@ -49,6 +49,11 @@ def _free_port() -> int:
     return port
 
 
+def _sessions_of(application_name: str) -> str:
+    literal = quote_literal(application_name)
+    return f"FROM pg_stat_activity WHERE application_name = {literal}"
+
+
 class EmbeddedPostgres:
     def __init__(self, directory: Path) -> None:
         self.bin_dir = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
@@ -149,6 +154,28 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         # "fast" ends client connections at once, as a real restart would.
         self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
+
+    def is_running(self) -> bool:
+        status = subprocess.run(
+            [str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.data_dir)],
+            capture_output=True,
+            check=False,
+            user=self.system_user,
+        )
+        return status.returncode == 0
+
+    def connections(self, application_name: str, waiting_for_lock: bool = False) -> int:
+        """How many sessions with this application_name the server holds (only
+        those blocked on a lock, if asked)."""
+        sessions = _sessions_of(application_name)
+        if waiting_for_lock:
+            sessions += " AND wait_event_type = 'Lock'"
+        return int(self.psql(f"SELECT count(*) {sessions};"))
+
+    def terminate(self, application_name: str) -> int:
+        """pg_terminate_backend on every session with this application_name."""
+        sessions = _sessions_of(application_name)
+        return len(self.psql(f"SELECT pg_terminate_backend(pid) {sessions};").split())
 
     @property
     def admin_url(self) -> URL:

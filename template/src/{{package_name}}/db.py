@@ -1,12 +1,16 @@
 """The database layer: URL, engine, session factory and the request-scoped session."""
 
+import logging
+import math
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,12 +18,15 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from .errors import describe_error
 from .settings import Settings, SslMode
 
 DRIVER = "postgresql+asyncpg"
 # libpq options that asyncpg would reject as unknown keyword arguments; they are
 # taken out of the URL and translated by connect_arguments().
 LIBPQ_TLS_OPTIONS = ("sslmode", "sslrootcert")
+
+logger = logging.getLogger(__name__)
 
 
 def database_url(settings: Settings) -> URL:
@@ -59,6 +66,11 @@ def ssl_argument(mode: SslMode, root_cert: Path | None) -> ssl.SSLContext | str 
     return context
 
 
+def milliseconds(seconds: float) -> str:
+    """A timeout as PostgreSQL reads it; rounded up, so only 0 turns it off."""
+    return str(math.ceil(seconds * 1000))
+
+
 def connect_arguments(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for asyncpg.connect(), computed once per engine."""
     mode: SslMode = settings.ssl_mode or "prefer"
@@ -74,8 +86,16 @@ def connect_arguments(settings: Settings) -> dict[str, Any]:
     return {
         "timeout": settings.connect_timeout,
         "ssl": ssl_argument(mode, root_cert),
-        # Sent once when each connection opens, not per request.
-        "server_settings": {"application_name": settings.application_name},
+        # Sent once when each connection opens, not per request. (Behind
+        # PgBouncer, list these in its ignore_startup_parameters or set them on
+        # the role with ALTER ROLE ... SET instead.)
+        "server_settings": {
+            "application_name": settings.application_name,
+            "statement_timeout": milliseconds(settings.statement_timeout),
+            "idle_in_transaction_session_timeout": milliseconds(
+                settings.idle_in_transaction_timeout
+            ),
+        },
     }
 
 
@@ -94,6 +114,33 @@ def create_engine(settings: Settings) -> AsyncEngine:
         hide_parameters=not settings.dev_mode,
         connect_args=connect_arguments(settings),
     )
+
+
+def database_location(url: URL) -> str:
+    """Where the engine connects, for log lines: never the user or password."""
+    host = url.host or url.query.get("host") or "localhost"
+    return f"host={host} port={url.port or 5432} database={url.database}"
+
+
+async def probe_database(engine: AsyncEngine) -> bool:
+    """Try one connection at start-up and log the outcome in one line.
+
+    Never raises: with the database down the service still starts, answers 503
+    (and /health 503) and recovers by itself once the database is reachable.
+    """
+    location = database_location(engine.url)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as error:
+        logger.warning(
+            "database unavailable at start-up (%s): %s; answering 503 until it is up",
+            describe_error(error),
+            location,
+        )
+        return False
+    logger.info("database reachable: %s", location)
+    return True
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

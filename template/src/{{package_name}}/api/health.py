@@ -9,6 +9,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..db import database_location
+from ..errors import describe_error
+
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
@@ -29,8 +32,11 @@ async def health(request: Request, response: Response) -> Health:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError) as error:
-        # The type is enough to diagnose; driver messages may carry host details.
-        logger.warning("health check failed: %s", type(error).__name__)
+        logger.warning(
+            "health check failed (%s): %s",
+            describe_error(error),
+            database_location(engine.url),
+        )
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return Health(status="error", database="unavailable")
     return Health(status="ok", database="ok")
