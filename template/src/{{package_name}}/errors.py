@@ -1,13 +1,16 @@
-"""Database failures a client can retry, answered with 503 (or 504) instead of 500.
+"""How failures become HTTP answers.
 
-Only failures of the database itself are mapped; anything else a statement
+Database failures a client can retry are answered with 503 (or 504) instead of
+500. Only failures of the database itself are mapped; anything else a statement
 raises (a constraint violation, bad SQL) is a bug and stays a 500 with its
-traceback in the log.
+traceback in the log. Invalid requests get 422 without their input echoed back.
 """
 
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -95,7 +98,19 @@ async def database_error(request: Request, error: Exception) -> JSONResponse:
     raise error
 
 
-def add_database_error_handlers(app: FastAPI) -> None:
+async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+    # FastAPI's default answer echoes each invalid input back: that can be large,
+    # and text JSON cannot encode (a lone surrogate) would turn the 422 into a 500.
+    assert isinstance(error, RequestValidationError)
+    problems = [
+        {key: value for key, value in problem.items() if key != "input"}
+        for problem in error.errors()
+    ]
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(problems)})
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(PoolTimeoutError, pool_exhausted)
     # Every driver error is a DBAPIError (OperationalError, InterfaceError,
     # IntegrityError... are subclasses); database_error decides which are 503.
