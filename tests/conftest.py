@@ -33,7 +33,10 @@ def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return source
 
 
-def render_template(template: Path, destination: Path, answers: Answers) -> Path:
+def render_template(
+    template: Path, destination: Path, answers: Answers, **options: Any
+) -> Path:
+    """`copier copy --defaults` with these answers; never trusts the template."""
     copier.run_copy(
         str(template),
         destination,
@@ -41,6 +44,7 @@ def render_template(template: Path, destination: Path, answers: Answers) -> Path
         defaults=True,
         unsafe=False,
         quiet=True,
+        **options,
     )
     return destination
 

@@ -19,7 +19,7 @@ from typing import Any
 import copier
 import pytest
 import yaml
-from conftest import Answers, run
+from conftest import Answers, render_template, run
 
 OLDER = "v0.1.0"
 NEWER = "v0.2.0"
@@ -254,15 +254,7 @@ def apply_team_edits(project: Path) -> None:
 
 
 def generate_and_commit(template_repo: Path, project: Path, answers: Answers) -> Path:
-    copier.run_copy(
-        str(template_repo),
-        project,
-        data=answers,
-        vcs_ref=OLDER,
-        defaults=True,
-        unsafe=False,
-        quiet=True,
-    )
+    render_template(template_repo, project, answers, vcs_ref=OLDER)
     git(project, "init", "--quiet", "--initial-branch=main")
     git(project, "add", "--all")
     git(project, "commit", "--quiet", "--message", "Generate from the template")

@@ -122,6 +122,16 @@ def database_location(url: URL) -> str:
     return f"host={host} port={url.port or 5432} database={url.database}"
 
 
+async def round_trip_error(engine: AsyncEngine) -> SQLAlchemyError | OSError | None:
+    """Run one `SELECT 1` through the pool: the error, or None if it answered."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as error:
+        return error
+    return None
+
+
 async def probe_database(engine: AsyncEngine) -> bool:
     """Try one connection at start-up and log the outcome in one line.
 
@@ -129,10 +139,8 @@ async def probe_database(engine: AsyncEngine) -> bool:
     (and /health 503) and recovers by itself once the database is reachable.
     """
     location = database_location(engine.url)
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-    except (SQLAlchemyError, OSError) as error:
+    error = await round_trip_error(engine)
+    if error is not None:
         logger.warning(
             "database unavailable at start-up (%s): %s; answering 503 until it is up",
             describe_error(error),

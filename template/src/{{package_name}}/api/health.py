@@ -5,11 +5,9 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db import database_location
+from ..db import database_location, round_trip_error
 from ..errors import describe_error
 
 logger = logging.getLogger(__name__)
@@ -28,10 +26,8 @@ class Health(BaseModel):
 )
 async def health(request: Request, response: Response) -> Health:
     engine: AsyncEngine = request.app.state.engine
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-    except (SQLAlchemyError, OSError) as error:
+    error = await round_trip_error(engine)
+    if error is not None:
         logger.warning(
             "health check failed (%s): %s",
             describe_error(error),
