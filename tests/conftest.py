@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,16 +103,15 @@ def run_project_tests(
 
 
 @pytest.fixture(scope="session")
-def synced_project(
-    template_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def synced_project(template_dir: Path) -> Iterator[Path]:
     """A default render installed by a real `uv sync`, exactly as a user would.
 
     Its environment is reused to check the other renders, so dependencies are
-    downloaded and installed once per run.
+    downloaded and installed once per run. It lives outside pytest's temporary
+    root: as root, the generated tests run PostgreSQL from this environment as
+    another user, and any other pytest run resets that root to owner-only.
     """
-    project = render_template(
-        template_dir, tmp_path_factory.mktemp("synced") / "svc", {}
-    )
-    run([sys.executable, "-m", "uv", "sync", "--no-progress"], cwd=project)
-    return project
+    with tempfile.TemporaryDirectory(prefix="synced-") as directory:
+        project = render_template(template_dir, Path(directory) / "svc", {})
+        run([sys.executable, "-m", "uv", "sync", "--no-progress"], cwd=project)
+        yield project
