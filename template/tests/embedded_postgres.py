@@ -42,7 +42,8 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -59,7 +60,7 @@ class EmbeddedPostgres:
         self.bin_dir = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
         self.data_dir = directory / "data"
         self.log_file = directory / "postgres.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.system_user = SYSTEM_USER if os.geteuid() == 0 else None
         directory.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir()
