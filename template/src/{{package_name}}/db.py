@@ -3,7 +3,7 @@
 import logging
 import math
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,21 +71,29 @@ def milliseconds(seconds: float) -> str:
     return str(math.ceil(seconds * 1000))
 
 
+def _url_query(settings: Settings) -> Mapping[str, str | tuple[str, ...]]:
+    if settings.database_url is None:
+        return {}
+    return make_url(settings.database_url.get_secret_value()).query
+
+
+def ssl_mode(settings: Settings) -> SslMode:
+    """The TLS mode in force: DB_SSL_MODE, else the URL's sslmode, else prefer."""
+    url_mode = _url_query(settings).get("sslmode")
+    if settings.ssl_mode is None and isinstance(url_mode, str):
+        return url_mode  # type: ignore[return-value]  # checked by Settings
+    return settings.ssl_mode or "prefer"
+
+
 def connect_arguments(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for asyncpg.connect(), computed once per engine."""
-    mode: SslMode = settings.ssl_mode or "prefer"
     root_cert: Path | None = settings.ssl_root_cert
-    if settings.database_url is not None:
-        query = make_url(settings.database_url.get_secret_value()).query
-        url_mode = query.get("sslmode")
-        url_root_cert = query.get("sslrootcert")
-        if settings.ssl_mode is None and isinstance(url_mode, str):
-            mode = url_mode  # type: ignore[assignment]  # checked by Settings
-        if root_cert is None and isinstance(url_root_cert, str):
-            root_cert = Path(url_root_cert)
+    url_root_cert = _url_query(settings).get("sslrootcert")
+    if root_cert is None and isinstance(url_root_cert, str):
+        root_cert = Path(url_root_cert)
     return {
         "timeout": settings.connect_timeout,
-        "ssl": ssl_argument(mode, root_cert),
+        "ssl": ssl_argument(ssl_mode(settings), root_cert),
         # Sent once when each connection opens, not per request. (Behind
         # PgBouncer, list these in its ignore_startup_parameters or set them on
         # the role with ALTER ROLE ... SET instead.)
@@ -120,6 +128,16 @@ def database_location(url: URL) -> str:
     """Where the engine connects, for log lines: never the user or password."""
     host = url.host or url.query.get("host") or "localhost"
     return f"host={host} port={url.port or 5432} database={url.database}"
+
+
+def describe_configuration(settings: Settings) -> str:
+    """The start-up line: database target, pool and TLS; never user or password."""
+    return (
+        f"{database_location(database_url(settings))} "
+        f"pool_size={settings.pool_size} max_overflow={settings.max_overflow} "
+        f"pool_timeout={settings.pool_timeout}s pool_recycle={settings.pool_recycle}s "
+        f"tls={ssl_mode(settings)}"
+    )
 
 
 async def round_trip_error(engine: AsyncEngine) -> SQLAlchemyError | OSError | None:
