@@ -1,9 +1,9 @@
-"""Every answer is validated before anything is written, with a message that says
-what is wrong and how to fix it."""
+"""Every answer is validated before anything is written, with a message that starts
+with how to fix it and says what is wrong."""
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
@@ -28,102 +28,214 @@ QUESTIONS = (
     "echo_sql",
 )
 
-# (answers, question refused, words the message must contain)
-INVALID_ANSWERS: list[tuple[dict[str, Any], str, str]] = [
-    ({"project_name": ""}, "project_name", "must not be empty"),
-    ({"project_name": "   "}, "project_name", "must not be empty"),
-    ({"description": ""}, "description", "must not be empty"),
-    ({"description": "two\nlines"}, "description", "must be one line"),
-    (
+# Copier shows a refused answer as this prefix and the validator's message. Its
+# prompt puts that on one line cut at the terminal's width (`--data` and
+# `--defaults` end a traceback with the same text), so at 80 columns, with a
+# margin, the fix must end within the first 70 characters.
+COPIER_PREFIX = "Validation error for question '{question}': "
+FIX_ENDS_BY = 70
+
+
+class Refusal(NamedTuple):
+    answers: dict[str, Any]
+    question: str
+    fix: str  # what to do; must end within the first FIX_ENDS_BY characters shown
+    problem: str  # what is wrong; anywhere in the message
+
+
+LONG = "x" * 200
+
+REFUSALS = [
+    Refusal({"project_name": ""}, "project_name", "give a name", "it is empty"),
+    Refusal({"project_name": "   "}, "project_name", "give a name", "it is empty"),
+    Refusal(
+        {"project_name": "Orders\tAPI"},
+        "project_name",
+        "use one line, no tabs",
+        "control character",
+    ),
+    Refusal({"description": ""}, "description", "say what it does", "it is empty"),
+    Refusal(
+        {"description": "two\nlines"},
+        "description",
+        "use one line, no tabs",
+        "control character",
+    ),
+    Refusal(
         {"package_name": "My-Service"},
         "package_name",
-        "not a lowercase Python identifier",
+        "use only a-z, 0-9 and _",
+        'got "My-Service"',
     ),
-    ({"package_name": "9lives"}, "package_name", "not a lowercase Python identifier"),
-    ({"package_name": ""}, "package_name", "not a lowercase Python identifier"),
-    ({"package_name": "class"}, "package_name", "is a Python keyword"),
-    ({"package_name": "json"}, "package_name", "standard-library module"),
-    ({"package_name": "asyncio"}, "package_name", "standard-library module"),
-    ({"package_name": "sqlalchemy"}, "package_name", "clashes with a library"),
-    ({"db_name": ""}, "db_name", "must not be empty"),
-    ({"db_name": "x" * 64}, "db_name", "64 bytes long"),
-    ({"db_name": "é" * 32}, "db_name", "64 bytes long"),
-    ({"db_name": "bad\x00name"}, "db_name", "NUL"),
-    ({"db_name": "two\nlines"}, "db_name", "control character"),
-    (
+    Refusal(
+        {"package_name": "orders\n"},
+        "package_name",
+        "use only a-z, 0-9 and _",
+        'got "orders\n"',
+    ),
+    Refusal(
+        {"package_name": LONG + "-api"},
+        "package_name",
+        "use only a-z, 0-9 and _",
+        f'got "{LONG}-api"',
+    ),
+    Refusal(
+        {"package_name": "9lives"},
+        "package_name",
+        "start with a letter",
+        'got "9lives"',
+    ),
+    Refusal(
+        {"package_name": "_orders"},
+        "package_name",
+        "start with a letter",
+        'got "_orders"',
+    ),
+    Refusal({"package_name": ""}, "package_name", "give a name", "it is empty"),
+    Refusal({"package_name": "class"}, "package_name", "add a word", "Python keyword"),
+    Refusal(
+        {"package_name": "json"},
+        "package_name",
+        "add a word",
+        "standard-library module",
+    ),
+    Refusal(
+        {"package_name": "asyncio"},
+        "package_name",
+        "add a word",
+        "standard-library module",
+    ),
+    Refusal(
+        {"package_name": "sqlalchemy"},
+        "package_name",
+        "add a word",
+        'the project already uses "sqlalchemy"',
+    ),
+    Refusal({"db_name": ""}, "db_name", "give a name", "it is empty"),
+    Refusal(
+        {"db_name": "x" * 64}, "db_name", "shorten it to 63 bytes", "it is 64 bytes"
+    ),
+    Refusal(
+        {"db_name": "é" * 32}, "db_name", "shorten it to 63 bytes", "it is 64 bytes"
+    ),
+    Refusal({"db_name": "bad\x00name"}, "db_name", "remove control characters", "NUL"),
+    Refusal(
+        {"db_name": "two\nlines"}, "db_name", "remove control characters", "newline"
+    ),
+    Refusal(
         {"db_user_var": "postgres_user"},
         "db_user_var",
-        "not a valid environment variable name",
+        "use A-Z, 0-9 and _",
+        'got "postgres_user"',
     ),
-    (
+    Refusal(
+        {"db_user_var": "POSTGRES_USER\n"},
+        "db_user_var",
+        "use A-Z, 0-9 and _",
+        'got "POSTGRES_USER\n"',
+    ),
+    Refusal(
         {"db_password_var": "1PASSWORD"},
         "db_password_var",
-        "not a valid environment variable name",
+        "start with A-Z or _",
+        'got "1PASSWORD"',
     ),
-    (
+    Refusal(
+        # The longest question key, so the longest prefix, with a long answer.
+        {"db_password_var": LONG.upper() + "-PASSWORD"},
+        "db_password_var",
+        "use A-Z, 0-9 and _",
+        f'got "{LONG.upper()}-PASSWORD"',
+    ),
+    Refusal(
         {"db_host_var": "DB-HOST"},
         "db_host_var",
-        "not a valid environment variable name",
+        "use A-Z, 0-9 and _",
+        'got "DB-HOST"',
     ),
-    ({"db_port_var": ""}, "db_port_var", "not a valid environment variable name"),
-    (
+    Refusal({"db_port_var": ""}, "db_port_var", "give a name", "it is empty"),
+    Refusal(
         {"db_name_var": "DB NAME"},
         "db_name_var",
-        "not a valid environment variable name",
+        "use A-Z, 0-9 and _",
+        'got "DB NAME"',
     ),
-    (
+    Refusal(
         {"db_url_var": "database_url"},
         "db_url_var",
-        "not a valid environment variable name",
+        "use A-Z, 0-9 and _",
+        'got "database_url"',
     ),
-    ({"db_password_var": "POSTGRES_USER"}, "db_password_var", "same as db_user_var"),
-    ({"db_port_var": "POSTGRES_HOST"}, "db_port_var", "same as db_host_var"),
-    ({"db_name_var": "POSTGRES_PASSWORD"}, "db_name_var", "same as db_password_var"),
-    ({"db_url_var": "POSTGRES_DB"}, "db_url_var", "same as db_name_var"),
-    ({"db_url_var": "POSTGRES_USER"}, "db_url_var", "same as db_user_var"),
-    ({"db_host_var": "DB_POOL_SIZE"}, "db_host_var", "already used by the service"),
-    (
-        {"db_user_var": "USER"},
-        "db_user_var",
-        "already used by the service or the system",
+    Refusal(
+        {"db_password_var": "POSTGRES_USER"},
+        "db_password_var",
+        "choose another name",
+        'db_user_var already uses "POSTGRES_USER"',
     ),
-    ({"pool_size": 0}, "pool_size", "must be 1 or more"),
-    ({"pool_size": -3}, "pool_size", "must be 1 or more"),
-    ({"max_overflow": -1}, "max_overflow", "must be 0 or more"),
-    ({"pool_timeout": 0}, "pool_timeout", "more than 0 seconds"),
-    ({"pool_timeout": -1.5}, "pool_timeout", "more than 0 seconds"),
-    ({"pool_recycle": -2}, "pool_recycle", "must be -1"),
+    Refusal(
+        {"db_port_var": "POSTGRES_HOST"},
+        "db_port_var",
+        "choose another name",
+        "db_host_var already uses",
+    ),
+    Refusal(
+        {"db_name_var": "POSTGRES_PASSWORD"},
+        "db_name_var",
+        "choose another name",
+        "db_password_var already uses",
+    ),
+    Refusal(
+        {"db_url_var": "POSTGRES_DB"},
+        "db_url_var",
+        "choose another name",
+        "db_name_var already uses",
+    ),
+    Refusal(
+        {"db_url_var": "POSTGRES_USER"},
+        "db_url_var",
+        "choose another name",
+        "db_user_var already uses",
+    ),
+    Refusal(
+        {"db_host_var": "DB_POOL_SIZE"},
+        "db_host_var",
+        "choose another name",
+        'the service or the system reads "DB_POOL_SIZE"',
+    ),
+    Refusal(
+        {"db_password_var": "USER"},
+        "db_password_var",
+        "choose another name",
+        'the service or the system reads "USER"',
+    ),
+    Refusal({"pool_size": 0}, "pool_size", "use 1 or more", "got 0"),
+    Refusal({"pool_size": -3}, "pool_size", "use 1 or more", "got -3"),
+    Refusal({"max_overflow": -1}, "max_overflow", "use 0 or more", "got -1"),
+    Refusal({"pool_timeout": 0}, "pool_timeout", "use more than 0", "got 0"),
+    Refusal({"pool_timeout": -1.5}, "pool_timeout", "use more than 0", "got -1.5"),
+    Refusal({"pool_recycle": -2}, "pool_recycle", "use -1 or more", "got -2"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("answers", "question", "message"),
-    INVALID_ANSWERS,
-    ids=[
-        f"{question}={answers[question]!r}" for answers, question, _ in INVALID_ANSWERS
-    ],
+    "refusal",
+    REFUSALS,
+    ids=[f"{r.question}={r.answers[r.question]!r:.40}" for r in REFUSALS],
 )
-def test_invalid_answer_is_refused_with_its_message_and_writes_nothing(
-    render: Render, tmp_path: Path, answers: dict[str, Any], question: str, message: str
+def test_refused_answer_shows_its_fix_first_and_writes_nothing(
+    render: Render, tmp_path: Path, refusal: Refusal
 ) -> None:
-    with pytest.raises(ValueError, match=f"question '{question}'") as refused:
-        render(answers, name="refused")
+    with pytest.raises(ValueError, match=r"^Validation error for question") as refused:
+        render(refusal.answers, name="refused")
 
-    assert message in str(refused.value)
-    # The message also says how to fix it ("use ...", "choose ...", "remove ...").
-    assert any(
-        hint in str(refused.value)
-        for hint in (
-            "use ",
-            "Use ",
-            "choose",
-            "give",
-            "say in one line",
-            "add a word",
-            "Remove",
-            "shorten",
-        )
+    shown = str(refused.value)
+    # Copier's prefix names the question, so messages need not repeat it.
+    assert shown.startswith(COPIER_PREFIX.format(question=refusal.question))
+    assert refusal.fix in shown[:FIX_ENDS_BY], (
+        f"fix {refusal.fix!r} must end within {FIX_ENDS_BY} characters:\n"
+        f"{shown[:FIX_ENDS_BY]}|{shown[FIX_ENDS_BY:]}"
     )
+    assert refusal.problem in shown
     assert not (tmp_path / "refused").exists() or not any(
         (tmp_path / "refused").iterdir()
     )
