@@ -164,6 +164,17 @@ def psql_command(server: EmbeddedPostgres) -> str:
     )
 
 
+def run_command(arguments: list[str]) -> int:
+    """The developer's own command, with the dev database's variables set and
+    this environment's programs (alembic, pytest...) first on the PATH."""
+    programs = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join([programs, os.environ.get("PATH", "")])
+    try:
+        return subprocess.run(arguments, check=False).returncode  # noqa: S603
+    except FileNotFoundError:
+        raise DevServerError(f"no such command: {arguments[0]}") from None
+
+
 def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # Unwinds like Ctrl-C does, so PostgreSQL is stopped on the way out. uvicorn
     # takes the signal over while it serves, then returns here.
@@ -185,11 +196,7 @@ def run_dev(arguments: list[str]) -> int:
                 raise DevServerError(
                     "say which command to run, e.g. `run alembic check`"
                 )
-            # The developer's own command, with the dev database's variables set.
-            try:
-                return subprocess.run(arguments[1:], check=False).returncode  # noqa: S603
-            except FileNotFoundError:
-                raise DevServerError(f"no such command: {arguments[1]}") from None
+            return run_command(arguments[1:])
 
         def announce(host: str, port: int) -> None:
             print(
@@ -208,8 +215,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         sys.exit(run_dev(sys.argv[1:]))
-    except (DevServerError, EmbeddedPostgresError, SettingsError) as problem:
-        sys.exit(f"{__package__}-dev cannot start: {problem}")
+    except SettingsError as problems:
+        sys.exit(
+            f"{Path(sys.argv[0]).name} cannot start; fix these settings:\n{problems}"
+        )
+    except (DevServerError, EmbeddedPostgresError) as problem:
+        sys.exit(f"{Path(sys.argv[0]).name}: {problem}")
     except KeyboardInterrupt:
         sys.exit(130)
 
