@@ -159,7 +159,18 @@ def start(command: list[str], project: Path, user: str | None) -> tuple[DevServe
     port = free_port()
     server = DevServer([*command, "--port", str(port)], project, user)
     server.wait_for("Application startup complete", STARTUP_SECONDS)
-    return server, port
+    # With --reload, that line comes from the worker just before it starts
+    # accepting on the socket its parent bound: connections are refused until then.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            request("GET", port, "/health")
+            return server, port
+        except urllib.error.URLError as refused:
+            if time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"started, but {refused}:\n{server.text}")
+        time.sleep(0.05)
 
 
 def exercise_dev_server(command: list[str], project: Path, user: str | None) -> None:

@@ -17,10 +17,10 @@ from pythonjsonlogger.json import JsonFormatter
 LogFormat = Literal["json", "text"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
-# Record attributes that become JSON keys, renamed to the names log tools expect.
-JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(correlation_id)s"
+# Record attributes that become JSON keys, renamed to the names log tools expect;
+# "time" is added as ISO 8601 in UTC (2026-11-28T15:09:49.120000+00:00).
+JSON_FIELDS = "%(levelname)s %(name)s %(message)s %(correlation_id)s"
 JSON_NAMES = {
-    "asctime": "time",
     "levelname": "level",
     "name": "logger",
     "correlation_id": "request_id",
@@ -34,6 +34,7 @@ def json_formatter() -> logging.Formatter:
     return JsonFormatter(
         JSON_FIELDS,
         rename_fields=JSON_NAMES,
+        timestamp="time",
         reserved_attrs=[*RESERVED_ATTRS, "color_message"],
         json_ensure_ascii=False,
     )
