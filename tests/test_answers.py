@@ -213,7 +213,8 @@ REFUSALS = [
     Refusal({"max_overflow": -1}, "max_overflow", "use 0 or more", "got -1"),
     Refusal({"pool_timeout": 0}, "pool_timeout", "use more than 0", "got 0"),
     Refusal({"pool_timeout": -1.5}, "pool_timeout", "use more than 0", "got -1.5"),
-    Refusal({"pool_recycle": -2}, "pool_recycle", "use -1 or more", "got -2"),
+    Refusal({"pool_recycle": -2}, "pool_recycle", "use -1 or 1 or more", "got -2"),
+    Refusal({"pool_recycle": 0}, "pool_recycle", "use -1 or 1 or more", "got 0"),
 ]
 
 

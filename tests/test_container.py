@@ -171,7 +171,8 @@ def test_runtime_stage_holds_the_environment_and_migrations_as_non_root(
     ]
     assert len(healthchecks) == 1
     assert "urllib.request" in healthchecks[0]
-    assert "/health" in healthchecks[0]
+    # Liveness: a database outage must not get every replica restarted.
+    assert "/live'" in healthchecks[0]
 
 
 @pytest.mark.parametrize("answer_set", RENDERED_SETS)
@@ -364,6 +365,8 @@ def test_compose_migrates_a_healthy_database_before_serving(render: Render) -> N
     assert app["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully"
     )
+    # Healthy means ready to serve: what `depends_on` and `up --wait` wait for.
+    assert "/ready'" in " ".join(app["healthcheck"]["test"])
     assert [(p["target"], p["published"]) for p in app["ports"]] == [(8000, "8000")]
 
 

@@ -22,8 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Answers, render_template, run, subprocess_environment
-from test_serve import free_port
+from conftest import (
+    Answers,
+    free_port,
+    render_template,
+    run,
+    subprocess_environment,
+)
 
 # Non-default answers: the dev server must use the answered names and database.
 DEV_ANSWERS: Answers = {

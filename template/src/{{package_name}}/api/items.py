@@ -1,44 +1,87 @@
-"""The example resource: create, read, list (paginated), update and delete items."""
+"""The example resource: create, read, list (paginated), update and delete items.
 
+What it accepts, exactly as its OpenAPI document says:
+- Ids, `limit` and `offset` are written in the digits 0-9 only: `/items/1.0`,
+  `/items/+1` and `/items/%201` answer 422, not item 1.
+- A name holds at least one character that is not whitespace (Unicode's
+  White_Space characters), so a blank name is refused rather than stored.
+- Text never holds NUL (PostgreSQL cannot store it): the `pattern`s below say
+  so in the schema. Nor a lone surrogate, which JSON can escape but which is not
+  Unicode text (I-JSON, RFC 7493, forbids it): pydantic's regex engine refuses it.
+- PATCH changes the fields it is given: a field may be left out, never null.
+"""
+
+import re
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import MISSING, BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import SessionDep
+from ..errors import problem_responses
+from ..limits import JsonBody
 from ..models import ITEM_DESCRIPTION_MAX_LENGTH, ITEM_NAME_MAX_LENGTH, Item
 
-router = APIRouter(prefix="/items", tags=["items"])
+router = APIRouter(
+    prefix="/items",
+    tags=["items"],
+    # Every operation validates its input and touches the database.
+    responses=problem_responses(422, 503, 504),
+)
+
+# The unique constraint on items.name (named by models.NAMING_CONVENTION).
+NAME_IS_UNIQUE = "uq_items_name"
+
+# Unicode's White_Space characters, spelt out so that every regex engine agrees:
+# Python's \s also counts \x1c-\x1f, JavaScript's adds \ufeff.
+WHITESPACE = r"\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Checked by pydantic and published as the fields' `pattern`. (Pydantic's regex
+# engine matches Unicode text only, so a lone surrogate fails them too.)
+DESCRIPTION_PATTERN = r"^[^\x00]*$"
+NAME_PATTERN = rf"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"
+
+DIGITS = re.compile(r"[0-9]+")
 
 
-def storable_text(value: str) -> str:
-    """Refuse, as a 422, text that PostgreSQL would refuse as a 500: it cannot
-    store NUL, and a lone surrogate (legal in JSON) is not UTF-8."""
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
+def decimal_digits(value: object) -> object:
+    """Refuse what int() would read but is not how a number is written in a URL:
+    a sign, a decimal point, spaces or underscores."""
+    if isinstance(value, str) and not DIGITS.fullmatch(value):
+        raise ValueError("must be written with the digits 0-9 only")
     return value
 
 
+Digits = BeforeValidator(decimal_digits)
 # Ids are PostgreSQL bigints; a larger number could never match a row.
-ItemId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+ItemId = Annotated[
+    int,
+    Path(ge=1, le=2**63 - 1, description="The item's id, in the digits 0-9 only."),
+    Digits,
+]
 Name = Annotated[
     str,
-    Field(min_length=1, max_length=ITEM_NAME_MAX_LENGTH),
-    AfterValidator(storable_text),
+    Field(
+        min_length=1,
+        max_length=ITEM_NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
+        description="Unique; at least one character that is not whitespace; no NUL.",
+    ),
 ]
 Description = Annotated[
     str,
-    Field(max_length=ITEM_DESCRIPTION_MAX_LENGTH),
-    AfterValidator(storable_text),
+    Field(
+        max_length=ITEM_DESCRIPTION_MAX_LENGTH,
+        pattern=DESCRIPTION_PATTERN,
+        description="Any text without NUL.",
+    ),
 ]
+
+# For operations that read a JSON body.
+BODY_RESPONSES = problem_responses(400, 413, 415)
 
 
 class ItemCreate(BaseModel):
@@ -51,8 +94,10 @@ class ItemCreate(BaseModel):
 class ItemUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = None
-    description: Description | None = None
+    # pydantic's MISSING: a field may be left out (and is then left out of
+    # model_dump()), but null is refused, and the schema does not offer it.
+    name: Name | MISSING = MISSING
+    description: Description | MISSING = MISSING
 
 
 class ItemRead(BaseModel):
@@ -79,25 +124,38 @@ async def _get_or_404(session: AsyncSession, item_id: int) -> Item:
     return item
 
 
-async def _flush_or_409(session: AsyncSession, name: str | None) -> None:
+def _broken_constraint(error: IntegrityError) -> str | None:
+    driver_error = error.orig.__cause__ if error.orig is not None else None
+    return getattr(driver_error, "constraint_name", None)
+
+
+async def _flush_or_409(session: AsyncSession, item: Item) -> None:
     # The unique constraint, not a prior SELECT, decides: no race between requests.
+    name = item.name
     try:
         await session.flush()
-    except IntegrityError:
+    except IntegrityError as error:
+        if _broken_constraint(error) != NAME_IS_UNIQUE:
+            raise  # any other broken constraint is a bug: a 500
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"An item named {name!r} already exists"
         ) from None
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[JsonBody],
+    responses=BODY_RESPONSES | problem_responses(409),
+)
 async def create_item(payload: ItemCreate, session: SessionDep) -> ItemRead:
     item = Item(name=payload.name, description=payload.description)
     session.add(item)
-    await _flush_or_409(session, payload.name)
+    await _flush_or_409(session, item)
     return ItemRead.model_validate(item)
 
 
-@router.get("/{item_id}")
+@router.get("/{item_id}", responses=problem_responses(404))
 async def read_item(item_id: ItemId, session: SessionDep) -> ItemRead:
     return ItemRead.model_validate(await _get_or_404(session, item_id))
 
@@ -105,8 +163,8 @@ async def read_item(item_id: ItemId, session: SessionDep) -> ItemRead:
 @router.get("")
 async def list_items(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100), Digits] = 20,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1), Digits] = 0,
 ) -> ItemPage:
     total = await session.scalar(select(func.count()).select_from(Item))
     rows = await session.scalars(
@@ -120,20 +178,26 @@ async def list_items(
     )
 
 
-@router.patch("/{item_id}")
+@router.patch(
+    "/{item_id}",
+    dependencies=[JsonBody],
+    responses=BODY_RESPONSES | problem_responses(404, 409),
+)
 async def update_item(
     item_id: ItemId, payload: ItemUpdate, session: SessionDep
 ) -> ItemRead:
     item = await _get_or_404(session, item_id)
-    for field, value in payload.model_dump(exclude_unset=True).items():
-        if value is None:
-            raise HTTPException(422, f"{field} may not be null")
+    for field, value in payload.model_dump().items():  # only the fields given
         setattr(item, field, value)
-    await _flush_or_409(session, payload.name)
+    await _flush_or_409(session, item)
     return ItemRead.model_validate(item)
 
 
-@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{item_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(404),
+)
 async def delete_item(item_id: ItemId, session: SessionDep) -> Response:
     await session.delete(await _get_or_404(session, item_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
