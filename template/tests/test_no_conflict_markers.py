@@ -1,79 +1,138 @@
-"""No file still holds what `copier update` leaves behind when it cannot merge.
+"""What `copier update` leaves where it could not merge stops the test run, named.
 
-When the template and this project changed the same lines, `copier update` writes
-both versions into the file between conflict markers (or, with `--conflict rej`,
-puts the template's change in a `.rej` file beside it). Until each one is resolved
-by hand the project is half-updated, so these tests fail, naming every place.
+The check itself is the pytest plugin in conflict_markers.py, which runs before
+anything is imported; these tests specify it.
 """
 
-import os
-from collections.abc import Iterator
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from conflict_markers import BASE, END, SEPARATOR, START, unresolved_conflicts
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Installed packages, caches, build output and git's own files: not project files.
-SKIPPED_FOLDERS = frozenset(
-    {
-        ".git",
-        ".venv",
-        "venv",
-        "node_modules",
-        "__pycache__",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-        "build",
-        "dist",
-    }
+
+# What `copier update --conflict inline` writes where both sides changed a line
+# (built from parts, or this very file would hold markers).
+CONFLICT = (
+    f"{START} before updating\nNAME = 'the project'\n{SEPARATOR}\n"
+    f"NAME = 'the new release'\n{END} after updating\n"
 )
-# The lines git writes around each side of a conflict; a lone "=======" also
-# betrays a conflict whose other markers were deleted by hand.
-MARKER_PREFIXES = ("<<<<<<< ", "||||||| ", ">>>>>>> ")
-SEPARATOR = "======="
 
 
-def project_files() -> Iterator[Path]:
-    for folder, subfolders, files in os.walk(PROJECT_ROOT):
-        subfolders[:] = sorted(
-            name
-            for name in subfolders
-            if name not in SKIPPED_FOLDERS and not name.endswith(".egg-info")
-        )
-        for name in sorted(files):
-            yield Path(folder, name)
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
-def marker_lines(path: Path) -> list[str]:
-    """Each conflict-marker line of a text file, as `path:line: text`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (UnicodeDecodeError, OSError):
-        return []  # not a text file, so not something git merges line by line
-    relative = path.relative_to(PROJECT_ROOT)
-    return [
-        f"{relative}:{number}: {line}"
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.startswith(MARKER_PREFIXES) or line.rstrip() == SEPARATOR
+def test_each_marker_is_reported_as_path_and_line(tmp_path: Path) -> None:
+    write(tmp_path / "src" / "module.py", '"""A module."""\n' + CONFLICT)
+
+    assert unresolved_conflicts(tmp_path) == [
+        "src/module.py:2: <<<<<<< before updating",
+        "src/module.py:4: =======",
+        "src/module.py:6: >>>>>>> after updating",
     ]
 
 
-def test_no_file_holds_unresolved_conflict_markers() -> None:
-    found = [line for path in project_files() for line in marker_lines(path)]
+def test_diff3_base_lines_are_markers_too(tmp_path: Path) -> None:
+    lines = [f"{START} ours", "A", f"{BASE} base", "B", SEPARATOR, "C", END]
+    write(tmp_path / "a.txt", "\n".join(lines) + "\n")
 
-    assert not found, (
-        "Unresolved conflicts from `copier update`: keep the lines you want, delete "
-        "the markers, then `git add` the file.\n" + "\n".join(found)
-    )
-
-
-def test_no_rejected_update_is_left_beside_a_file() -> None:
-    rejected = [
-        str(path.relative_to(PROJECT_ROOT))
-        for path in project_files()
-        if path.suffix == ".rej"
+    assert [line.split(": ")[0] for line in unresolved_conflicts(tmp_path)] == [
+        "a.txt:1",
+        "a.txt:3",
+        "a.txt:5",
+        "a.txt:7",
     ]
 
-    assert not rejected, (
-        "Changes `copier update` could not apply: merge each .rej file into the file "
-        "it names, then delete it.\n" + "\n".join(rejected)
+
+def test_a_heading_underline_is_not_a_marker(tmp_path: Path) -> None:
+    write(tmp_path / "README.md", f"Title\n{SEPARATOR}\n\nText.\n")
+    write(tmp_path / "docs" / "index.rst", f"Section\n{SEPARATOR}\n")
+
+    assert unresolved_conflicts(tmp_path) == []
+
+
+def test_a_rejected_change_beside_a_file_is_reported(tmp_path: Path) -> None:
+    write(tmp_path / "README.md.rej", "@@ -1 +1 @@\n-old\n+new\n")
+
+    assert unresolved_conflicts(tmp_path) == [
+        "README.md.rej: changes `copier update` could not apply"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("folder", "sign"),
+    [
+        ("any-env-name", "pyvenv.cfg"),  # a virtualenv, recognised by its config
+        (".venv", "pyvenv.cfg"),
+        ("tool-cache", "CACHEDIR.TAG"),
+        (".git", None),
+        ("__pycache__", None),
+    ],
+)
+def test_environments_caches_and_git_are_not_scanned(
+    tmp_path: Path, folder: str, sign: str | None
+) -> None:
+    if sign is not None:
+        write(tmp_path / folder / sign, "")
+    write(tmp_path / folder / "lib" / "vendored.py", CONFLICT)
+    write(tmp_path / folder / "vendored.py.rej", "")
+
+    assert unresolved_conflicts(tmp_path) == []
+
+
+def run_pytest_in_copy(tmp_path: Path, files: dict[str, str]) -> str:
+    """pytest, configured as this project is, in a copy holding `files`; its
+    output, after checking that it failed."""
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
+    plugin = PROJECT_ROOT / "tests" / "conflict_markers.py"
+    write(tmp_path / "tests" / plugin.name, plugin.read_text(encoding="utf-8"))
+    write(
+        tmp_path / "tests" / "test_nothing.py",
+        "def test_nothing() -> None:\n    pass\n",
     )
+    for relative, text in files.items():
+        write(tmp_path / relative, text)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0, result.stdout
+    return result.stdout + result.stderr
+
+
+def test_a_conflict_in_conftest_stops_pytest_naming_each_marker_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    output = run_pytest_in_copy(
+        tmp_path, {"tests/conftest.py": "import os\n" + CONFLICT}
+    )
+
+    assert "tests/conftest.py:2: <<<<<<< before updating" in output
+    assert "tests/conftest.py:4: =======" in output
+    assert "tests/conftest.py:6: >>>>>>> after updating" in output
+    assert "Traceback" not in output
+    assert "SyntaxError" not in output
+
+
+def test_a_conflict_in_the_check_itself_still_stops_pytest_naming_it(
+    tmp_path: Path,
+) -> None:
+    # It cannot be imported to run, so Python's own error names the place.
+    plugin = (PROJECT_ROOT / "tests" / "conflict_markers.py").read_text("utf-8")
+    output = run_pytest_in_copy(
+        tmp_path, {"tests/conflict_markers.py": CONFLICT + plugin}
+    )
+
+    assert 'Error while loading plugin "conflict_markers"' in output
+    assert 'conflict_markers.py", line 1' in output
