@@ -1,4 +1,10 @@
-"""The database layer: URL, engine, session factory and the request-scoped session."""
+"""The database layer: URL, engine, session factory and the request-scoped session.
+
+The engine opens each connection with the settings translated for asyncpg
+(connect_arguments: TLS, timeouts, the URL's libpq parameters), and says why one
+could not be opened (Connector): DatabaseUnavailable, or DatabaseMisconfigured
+when the database refuses the service's own settings.
+"""
 
 import logging
 import math
@@ -7,7 +13,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import asyncpg.exceptions  # type: ignore[import-untyped]
+# asyncpg ships no type hints (the ignore stays harmless once it does).
+import asyncpg.exceptions  # type: ignore[import-untyped, unused-ignore]
 from fastapi import Depends, Request
 from pydantic import SecretStr
 from sqlalchemy import event, text
