@@ -10,6 +10,7 @@ one of each kind of change an update must carry (see `derive_older`).
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ OLDER_README_LAST_LINE = "Generated from a Copier template."
 REMOVED_FILE = "setup.cfg"
 # A file the newer release added.
 ADDED_FILE = "tests/test_no_conflict_markers.py"
+# Python modules whose first line NEWER changed: OLDER's docstrings began with
+# this prefix. The conftest.py every test run imports first, and a module it imports.
+OLDER_DOCSTRING_PREFIX = "Release 0.1.0: "
+CHANGED_MODULES = ("tests/conftest.py", f"src/{PACKAGE}/db.py")
 # A question the older release did not ask (it was a fixed value, hidden with
 # `when: false`, so its answer was never recorded); NEWER asks it.
 NEW_QUESTION = "echo_sql"
@@ -85,6 +90,12 @@ def add_port_question(tree: Path, name: str, default: str) -> None:
     )
 
 
+def template_file(tree: Path, relative: str) -> Path:
+    """Where the template keeps the file a project has at `relative`."""
+    path = tree / "template" / relative.replace(PACKAGE, "{{package_name}}")
+    return path if path.exists() else path.with_name(path.name + ".jinja")
+
+
 def derive_older(tree: Path) -> None:
     """The older release: this tree minus one of each kind of change."""
     # The question NEWER renames was called `service_port`.
@@ -101,8 +112,13 @@ def derive_older(tree: Path) -> None:
     (tree / "template" / REMOVED_FILE).write_text(
         "[flake8]\nmax-line-length = 88\n", encoding="utf-8"
     )
-    # A new file: the conflict-marker check did not exist yet.
+    # A new file: the conflict check's own tests did not exist yet.
     (tree / "template" / ADDED_FILE).unlink()
+    # Changed Python modules: the first line of each docstring was different.
+    for relative in CHANGED_MODULES:
+        replace_once(
+            template_file(tree, relative), '"""', '"""' + OLDER_DOCSTRING_PREFIX
+        )
 
 
 def derive_newer(tree: Path) -> None:
@@ -299,11 +315,6 @@ def marker_lines(files: dict[str, bytes]) -> list[str]:
     ]
 
 
-def pytest_command(python: Path) -> list[str]:
-    """A generated project's pytest, leaving no cache behind in the project."""
-    return [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-
-
 @dataclass(frozen=True)
 class Update:
     older: dict[str, bytes]  # the project before the update, team edits included
@@ -441,27 +452,40 @@ def test_updated_project_passes_its_own_tests(
 TEAM_LAST_LINE = "Maintained by the payments team: ask in #payments before changing."
 
 
-def conflict_check(
-    project: Path, synced_project: Path
-) -> subprocess.CompletedProcess[str]:
-    """The generated project's own conflict-marker tests, run as its team would."""
-    python = synced_project / ".venv" / "bin" / "python"
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int
+    output: str  # stdout and stderr
+
+
+def uv_run_pytest(project: Path, synced_project: Path, *options: str) -> Outcome:
+    """`uv run pytest` in the project, as its team runs it, in the synced render's
+    environment (the project's own package first on the path); no cache is left."""
+    environment = {
+        **subprocess_environment(),
+        "UV_PROJECT_ENVIRONMENT": str(synced_project / ".venv"),
+        "PYTHONPATH": str(project / "src"),
+    }
     with tempfile.TemporaryDirectory(prefix="gen-") as basetemp:
-        return subprocess.run(
+        result = subprocess.run(
             [
-                *pytest_command(python),
-                "--noconftest",
-                "--basetemp",
-                basetemp,
-                ADDED_FILE,
+                *(sys.executable, "-m", "uv", "run", "--no-sync", "pytest"),
+                *("-q", "-p", "no:cacheprovider", "--basetemp", basetemp, *options),
             ],
             cwd=project,
-            env=subprocess_environment(),
+            env=environment,
             capture_output=True,
             text=True,
             timeout=300,
             check=False,
         )
+    return Outcome(result.returncode, result.stdout + result.stderr)
+
+
+def conflict_check(project: Path, synced_project: Path) -> Outcome:
+    """The project's test command up to the point where every module is imported:
+    the conflict check runs first, then each test module is collected."""
+    return uv_run_pytest(project, synced_project, "--collect-only")
 
 
 def keep_project_side(text: str) -> str:
@@ -493,14 +517,14 @@ def test_overlapping_edit_fails_the_project_checks_until_resolved(
     update(project, conflict=conflict)
 
     check = conflict_check(project, synced_project)
-    assert check.returncode == 1, check.stdout
+    assert check.returncode != 0, check.output
     text = readme.read_text(encoding="utf-8")
     if conflict == "inline":
         # Both versions, between markers, and git lists the file as unmerged.
         assert "<<<<<<< before updating\n" + TEAM_LAST_LINE + "\n=======\n" in text
         assert ">>>>>>> after updating\n" in text
         assert git(project, "diff", "--name-only", "--diff-filter=U") == "README.md\n"
-        assert "README.md:" in check.stdout  # the failure names file and line
+        assert "\nREADME.md:" in check.output  # the failure names file and line
         readme.write_text(keep_project_side(text), encoding="utf-8")
         git(project, "add", "README.md")
     else:
@@ -508,18 +532,59 @@ def test_overlapping_edit_fails_the_project_checks_until_resolved(
         rejected = project / "README.md.rej"
         assert TEAM_LAST_LINE in rejected.read_text(encoding="utf-8")
         assert TEAM_LAST_LINE not in text
-        assert "README.md.rej" in check.stdout
+        assert "\nREADME.md.rej: " in check.output
         lines = text.splitlines(keepends=True)
         readme.write_text(
             "".join([*lines[:-1], TEAM_LAST_LINE + "\n"]), encoding="utf-8"
         )
         rejected.unlink()
 
-    assert conflict_check(project, synced_project).returncode == 0
+    resolved_check = conflict_check(project, synced_project)
+    assert resolved_check.returncode == 0, resolved_check.output
     resolved = readme.read_text(encoding="utf-8")
     assert resolved.endswith("\n" + TEAM_LAST_LINE + "\n")
     assert "127.0.0.1:8080" in resolved  # the rest of the file was updated
     assert answers_of(project)["_commit"] == NEWER
+
+
+# The team's own first line for each module NEWER changed on that line.
+TEAM_DOCSTRING_PREFIX = "The payments team's: "
+
+
+def test_a_conflict_in_python_modules_is_reported_by_uv_run_pytest_without_a_traceback(
+    template_repo: Path, synced_project: Path, tmp_path: Path
+) -> None:
+    project = generate_and_commit(template_repo, tmp_path / PACKAGE, OLDER_ANSWERS)
+    for relative in CHANGED_MODULES:
+        module = project / relative
+        text = module.read_text(encoding="utf-8")
+        older_first_line = '"""' + OLDER_DOCSTRING_PREFIX
+        assert text.startswith(older_first_line), relative
+        module.write_text(
+            text.replace(older_first_line, '"""' + TEAM_DOCSTRING_PREFIX, 1),
+            encoding="utf-8",
+        )
+    git(project, "commit", "--quiet", "--all", "--message", "Team's docstrings")
+
+    update(project)  # --conflict inline, the default
+
+    unmerged = git(project, "diff", "--name-only", "--diff-filter=U").split()
+    assert sorted(unmerged) == sorted(CHANGED_MODULES)
+    check = uv_run_pytest(project, synced_project)
+    assert check.returncode != 0, check.output
+    # One line per marker, `path:line`, where the inline conflict put it.
+    for relative in CHANGED_MODULES:
+        assert f"\n{relative}:1: <<<<<<< before updating\n" in check.output
+        assert f"\n{relative}:3: =======\n" in check.output
+        assert f"\n{relative}:5: >>>>>>> after updating\n" in check.output
+    assert "Traceback" not in check.output
+    assert "SyntaxError" not in check.output
+
+    for relative in CHANGED_MODULES:
+        module = project / relative
+        module.write_text(keep_project_side(module.read_text("utf-8")), "utf-8")
+    resolved_check = conflict_check(project, synced_project)
+    assert resolved_check.returncode == 0, resolved_check.output
 
 
 # --- Files the team owns ----------------------------------------------------------
