@@ -1,6 +1,7 @@
 """Fixtures that render the template with Copier's API and run what it generates."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -92,10 +93,15 @@ def run(
 
 
 def run_project_tests(
-    pytest_command: list[str], project: Path, env: dict[str, str] | None = None
+    pytest_command: list[str],
+    project: Path,
+    env: dict[str, str] | None = None,
+    allowed_skips: tuple[str, ...] = (),
 ) -> None:
     """Run a generated project's own suite; fail unless its tests ran and passed.
 
+    A skipped test proves nothing, so any skip fails too, unless its reason (as
+    the project's `-ra` summary gives it) contains one of `allowed_skips`.
     Each run gets its own --basetemp: pytest prunes old folders in the shared one,
     which would delete the outer session's renders.
     """
@@ -104,6 +110,19 @@ def run_project_tests(
         result = run([*pytest_command, *options], cwd=project, env=env)
     assert " passed" in result.stdout
     assert "failed" not in result.stdout
+    summary = result.stdout.strip().splitlines()[-1]
+    counted = re.search(r"(\d+) skipped", summary)
+    # -ra: "SKIPPED [count] path:line: reason", one line per place and reason.
+    reported = re.findall(r"^SKIPPED \[(\d+)\] (.*)$", result.stdout, re.MULTILINE)
+    assert sum(int(count) for count, _ in reported) == (
+        int(counted.group(1)) if counted else 0
+    ), f"the -ra summary does not account for every skip:\n{result.stdout}"
+    unexpected = [
+        place
+        for _, place in reported
+        if not any(reason in place for reason in allowed_skips)
+    ]
+    assert not unexpected, "tests skipped:\n" + "\n".join(unexpected)
 
 
 @pytest.fixture(scope="session")
