@@ -38,6 +38,12 @@ class Item(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # Set by each UPDATE to the time that statement started. Not now(): that is
+    # when the transaction began, so a transaction that inserts and then updates
+    # a row would leave updated_at unchanged. (statement_timestamp(), not
+    # clock_timestamp(): every row one statement updates gets the same time.)
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+        DateTime(timezone=True),
+        server_default=func.now(),
+        onupdate=func.statement_timestamp(),
     )
