@@ -24,12 +24,21 @@ class TlsProxy:
         self.context.load_cert_chain(certificate, private_key)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
-        # One entry per client connection: did it switch to TLS?
+        # One entry per client connection: did it ask for TLS?
         self.connections_encrypted: list[bool] = []
+        # TLS handshakes completed: the client accepted the certificate.
+        self.handshakes = 0
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept_forever, daemon=True).start()
 
     def close(self) -> None:
         self.listener.close()
+
+    def reset(self) -> None:
+        """Forget the connections seen so far."""
+        with self._lock:
+            self.connections_encrypted.clear()
+            self.handshakes = 0
 
     def _accept_forever(self) -> None:
         while True:
@@ -50,6 +59,8 @@ class TlsProxy:
             if encrypted:
                 client.sendall(b"S")
                 client = self.context.wrap_socket(client, server_side=True)
+                with self._lock:
+                    self.handshakes += 1
                 header = b""
             backend = socket.create_connection(("127.0.0.1", self.backend_port))
         except (OSError, ssl.SSLError):  # the client gave up, e.g. refused our CA
