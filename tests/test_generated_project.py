@@ -48,6 +48,25 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
 }
 
 
+def write_hostile_dotenv(project: Path, answers: dict[str, Any]) -> None:
+    """A developer's `.env` in the project root, each value one the service
+    refuses or a test would notice. The project's tests must never read it."""
+    values = {
+        answers["db_user_var"]: "from-dotenv",
+        answers["db_password_var"]: "from-dotenv",
+        answers["db_url_var"]: "mysql://dotenv:dotenv@dotenv.invalid/dotenv",
+        "DB_POOL_SIZE": "0",
+        "DB_SSL_MODE": "sometimes",
+        "DEV_MODE": "sometimes",
+        "LOG_FORMAT": "xml",
+        "LOG_LEVEL": "loud",
+    }
+    (project / ".env").write_text(
+        "".join(f"{name}={value}\n" for name, value in values.items()),
+        encoding="utf-8",
+    )
+
+
 def python_files(project: Path) -> list[Path]:
     return [path for path in project.rglob("*.py") if ".venv" not in path.parts]
 
@@ -71,6 +90,8 @@ def test_rendered_project_passes_its_own_checks(
         (project / ".copier-answers.yml").read_text(encoding="utf-8")
     )
     assert {key: recorded[key] for key in answers} == answers
+    if project != synced_project:  # which other tests share, so left as it is
+        write_hostile_dotenv(project, recorded)
 
     run([str(venv_bin / "ruff"), "check", "--no-cache", "."], cwd=project)
     run([str(venv_bin / "ruff"), "format", "--check", "--no-cache", "."], cwd=project)
