@@ -13,8 +13,11 @@ status 4, a usage error) and no traceback.
 It lives in tests/, which `pythonpath` puts on sys.path before `-p` plugins load;
 the team has no reason to edit it, so an update rarely conflicts here. If this
 file itself holds markers, pytest cannot import it and stops with "Error while
-loading plugin" and a SyntaxError naming this file and line: resolve it first.
-`-p no:conflict_markers` runs the tests anyway, e.g. to try one resolution.
+loading plugin" and a SyntaxError naming this file and line; with markers in
+pyproject.toml, pytest cannot read its configuration and names that file and
+line. Resolve those first.
+
+`uv run pytest -p no:conflict_markers` runs the tests anyway, e.g. to try one resolution.
 """
 
 import os
