@@ -28,7 +28,8 @@ import pytest
 
 # Folders that are not the project's own files: git's, caches, build output.
 # Virtual environments are recognised by their pyvenv.cfg, whatever their name,
-# and caches by the CACHEDIR.TAG that tools write into them.
+# caches by the CACHEDIR.TAG that tools write into them, and PostgreSQL data
+# folders (the dev server's .dev-postgres/) by their PG_VERSION.
 SKIPPED_FOLDERS = frozenset(
     {
         ".git",
@@ -42,7 +43,9 @@ SKIPPED_FOLDERS = frozenset(
         "dist",
     }
 )
-SKIPPED_IF_HOLDING = ("pyvenv.cfg", "CACHEDIR.TAG")
+SKIPPED_IF_HOLDING = ("pyvenv.cfg", "CACHEDIR.TAG", "PG_VERSION")
+# As git decides: a file with a NUL byte this early is binary, never merged by line.
+BINARY_SNIFF_BYTES = 8000
 
 # The lines git writes around a conflict: ours, the base (with diff3) and theirs,
 # then the separator, which only counts inside a conflict: alone, "=======" is
@@ -92,6 +95,18 @@ def marker_lines(text: str) -> Iterator[tuple[int, str]]:
         yield number, line
 
 
+def text_of(path: Path) -> str | None:
+    """The file's text, or None for a binary or unreadable file."""
+    try:
+        with path.open("rb") as file:
+            start = file.read(BINARY_SNIFF_BYTES)
+            if b"\0" in start:
+                return None
+            return (start + file.read()).decode("utf-8")
+    except (UnicodeDecodeError, OSError):
+        return None
+
+
 def unresolved_conflicts(root: Path) -> list[str]:
     """`path:line: marker` for each marker under `root`, and each `.rej` file."""
     found: list[str] = []
@@ -100,10 +115,9 @@ def unresolved_conflicts(root: Path) -> list[str]:
         if path.suffix == ".rej":
             found.append(f"{relative}: changes `copier update` could not apply")
             continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue  # not a text file, so not something git merges line by line
+        text = text_of(path)
+        if text is None:
+            continue  # not text, so not something git merges line by line
         found.extend(
             f"{relative}:{number}: {line}" for number, line in marker_lines(text)
         )

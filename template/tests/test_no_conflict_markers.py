@@ -72,6 +72,7 @@ def test_a_rejected_change_beside_a_file_is_reported(tmp_path: Path) -> None:
         ("any-env-name", "pyvenv.cfg"),  # a virtualenv, recognised by its config
         (".venv", "pyvenv.cfg"),
         ("tool-cache", "CACHEDIR.TAG"),
+        (".dev-postgres", "PG_VERSION"),
         (".git", None),
         ("__pycache__", None),
     ],
@@ -83,6 +84,12 @@ def test_environments_caches_and_git_are_not_scanned(
         write(tmp_path / folder / sign, "")
     write(tmp_path / folder / "lib" / "vendored.py", CONFLICT)
     write(tmp_path / folder / "vendored.py.rej", "")
+
+    assert unresolved_conflicts(tmp_path) == []
+
+
+def test_binary_files_are_not_scanned(tmp_path: Path) -> None:
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\0" + CONFLICT.encode())
 
     assert unresolved_conflicts(tmp_path) == []
 
