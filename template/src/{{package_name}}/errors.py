@@ -261,7 +261,14 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+async def internal_error(request: Request, error: Exception) -> Response:
+    # A bug. Starlette re-raises it after this answer, so the server logs its
+    # traceback; the client learns nothing of it (messages can hold secrets).
+    return problem(500, "The server failed; the error is in its log.")
+
+
 def add_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, internal_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(PoolTimeoutError, pool_exhausted)
