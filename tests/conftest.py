@@ -180,3 +180,14 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+@pytest.fixture(scope="module")
+def projects_root() -> Iterator[Path]:
+    """A folder for renders whose dev server runs PostgreSQL as another user (as
+    root): outside pytest's temporary root, which any pytest run resets to
+    owner-only, and open for that user to traverse."""
+    with tempfile.TemporaryDirectory(prefix="projects-") as directory:
+        root = Path(directory)
+        root.chmod(0o755)
+        yield root

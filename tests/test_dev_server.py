@@ -12,12 +12,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,16 +232,6 @@ def exercise_dev_server(command: list[str], project: Path, user: str | None) -> 
     assert request("GET", port, f"/items/{created['id']}") == (200, created)
     assert third.ctrl_c() == 0, third.text
     assert postgres_processes(data_dir) == []
-
-
-@pytest.fixture(scope="module")
-def projects_root() -> Iterator[Path]:
-    # Outside pytest's temporary root (owner-only): the dev server's PostgreSQL
-    # runs as another user and must reach the project.
-    with tempfile.TemporaryDirectory(prefix="dev-server-") as directory:
-        root = Path(directory)
-        root.chmod(0o755)
-        yield root
 
 
 def synced_render(

@@ -6,11 +6,8 @@ post-write hooks format it."""
 import ast
 import configparser
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import render_template, run, subprocess_environment
 
 # The default render's package, the same as the synced project's: the renders
@@ -36,17 +33,6 @@ EXPECTED_DOWNGRADE = [
     f"op.drop_index(op.f('{NEW_INDEX}'), table_name='items')",
     f"op.drop_column('items', '{NEW_COLUMN}')",
 ]
-
-
-@pytest.fixture(scope="module")
-def projects_root() -> Iterator[Path]:
-    # Outside pytest's temporary root, which any pytest run resets to
-    # owner-only: as root, the dev command's PostgreSQL runs as another user and
-    # must reach the project's .dev-postgres folder.
-    with tempfile.TemporaryDirectory(prefix="migration-workflow-") as directory:
-        root = Path(directory)
-        root.chmod(0o755)
-        yield root
 
 
 def render_with_a_new_column(template_dir: Path, destination: Path) -> Path:
