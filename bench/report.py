@@ -1,0 +1,398 @@
+"""What the bench writes: a markdown report, a PNG chart and the raw numbers as
+JSON, with the machine they came from."""
+
+import json
+import os
+import platform
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .compare import SIDES, Comparison, Run
+from .load import Endpoint
+from .suite import SuiteResult
+
+# Statements below this many per request are summed up as "others".
+SHOWN_STATEMENT_SHARE = 0.05
+STATEMENT_WIDTH = 60
+COLOURS = {"generated": "#d9822b", "raw": "#4c72b0"}
+
+
+@dataclass
+class Results:
+    started: str  # ISO 8601, UTC
+    command: str
+    settings: dict[str, Any]
+    machine: dict[str, str] = field(default_factory=dict)
+    comparison: Comparison | None = None
+    suite: SuiteResult | None = None
+    # `copier copy` times by where it renders from.
+    copier_seconds: dict[str, list[float]] | None = None
+    elapsed_seconds: float = 0.0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 2**20:.0f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def operating_system() -> str:
+    try:
+        name = platform.freedesktop_os_release()["PRETTY_NAME"]
+    except OSError:
+        name = platform.system()
+    return f"{name}, kernel {platform.release()}"
+
+
+def machine_basics() -> dict[str, str]:
+    return {
+        "CPU": f"{cpu_model()}, {os.cpu_count()} cores",
+        "Memory": memory(),
+        "OS": operating_system(),
+        "Bench Python": platform.python_version(),
+    }
+
+
+def load_average() -> str:
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+# --- Numbers -----------------------------------------------------------------
+
+
+def median_of(runs: list[Run], attribute: str) -> float:
+    values: list[float] = [getattr(run.result, attribute) for run in runs]
+    return statistics.median(values)
+
+
+def ratios(comparison: Comparison, endpoint: Endpoint) -> list[float]:
+    """generated / raw req/s, round by round (the two runs of a round are
+    neighbours in time, so drift on a busy machine cancels out)."""
+    generated = comparison.runs[(endpoint.key, "generated")]
+    raw = comparison.runs[(endpoint.key, "raw")]
+    return [
+        ours.result.requests_per_second / theirs.result.requests_per_second
+        for ours, theirs in zip(generated, raw, strict=True)
+    ]
+
+
+def connections_text(runs: list[Run]) -> str:
+    counts = [run.new_connections for run in runs]
+    middle = statistics.median(counts)
+    text = f"{middle:g}"
+    if min(counts) != max(counts):
+        text += f" ({min(counts)}-{max(counts)})"
+    return text
+
+
+# --- Markdown ------------------------------------------------------------------
+
+
+def markdown(results: Results, chart_name: str) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `{results.command}` on {results.started} "
+        f"in {results.elapsed_seconds / 60:.1f} min. Numbers from a busy machine "
+        "are indicative: compare the ratios, measured side by side in one run, "
+        "rather than absolute numbers across machines.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in results.machine.items()),
+        "",
+    ]
+    if results.comparison is not None:
+        lines += http_section(results.comparison, results.settings)
+        lines += [f"![Benchmark chart]({chart_name})", ""]
+        lines += statements_section(results.comparison, results.settings)
+    if results.suite is not None:
+        lines += suite_section(results.suite)
+    if results.copier_seconds:
+        lines += copier_section(results.copier_seconds)
+    return "\n".join(lines)
+
+
+def http_section(comparison: Comparison, settings: dict[str, Any]) -> list[str]:
+    loop = "uvloop + httptools" if comparison.fast_loop else "asyncio + h11"
+    lines = [
+        "## HTTP: the generated service against FastAPI + raw asyncpg",
+        "",
+        f"wrk -t{settings['threads']} -c{settings['connections']}, "
+        f"{settings['seconds']:g} s per run, {settings['rounds']} rounds "
+        "(every endpoint on both sides per round, the sides' order alternating), "
+        f"loopback; one uvicorn worker per side with {loop}, each app's default "
+        f"logging (access lines on). Generated pool: {comparison.generated_pool} "
+        f"(the render's defaults); raw: an asyncpg pool of "
+        f"{comparison.raw_pool_size} connections opened at start-up. Medians over "
+        "the rounds; the ratio is generated / raw requests per second, round by "
+        "round (median, and range). Round trips from the statement log (below); "
+        "new connections are logins logged by the server during each run.",
+        "",
+        "| Endpoint | Generated req/s | Raw req/s | Ratio | p50 ms gen / raw "
+        "| p99 ms gen / raw | Round trips per request gen / raw "
+        "| New connections per run gen / raw |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for endpoint in comparison.endpoints:
+        generated = comparison.runs[(endpoint.key, "generated")]
+        raw = comparison.runs[(endpoint.key, "raw")]
+        per_round = ratios(comparison, endpoint)
+        ratio = f"**{statistics.median(per_round):.2f}**"
+        if len(per_round) > 1:
+            ratio += f" ({min(per_round):.2f}-{max(per_round):.2f})"
+        trips = [comparison.counted.get((endpoint.key, side)) for side in SIDES]
+        trips_text = " / ".join(
+            f"{counted.round_trips:.2f}" if counted else "-" for counted in trips
+        )
+        problems = sum(
+            run.result.bad_statuses + run.result.socket_errors
+            for run in generated + raw
+        )
+        label = endpoint.label + (f" ({problems} errors)" if problems else "")
+        lines.append(
+            f"| `{label}` "
+            f"| {median_of(generated, 'requests_per_second'):,.0f} "
+            f"| {median_of(raw, 'requests_per_second'):,.0f} "
+            f"| {ratio} "
+            f"| {median_of(generated, 'p50_ms'):.1f} / {median_of(raw, 'p50_ms'):.1f} "
+            f"| {median_of(generated, 'p99_ms'):.1f} / {median_of(raw, 'p99_ms'):.1f} "
+            f"| {trips_text} "
+            f"| {connections_text(generated)} / {connections_text(raw)} |"
+        )
+    lines.append("")
+    return lines
+
+
+def statement_text(sql: str) -> str:
+    if len(sql) > STATEMENT_WIDTH:
+        sql = sql[: STATEMENT_WIDTH - 1] + "…"
+    return "`" + sql.replace("`", "'").replace("|", "\\|") + "`"
+
+
+def statements_section(comparison: Comparison, settings: dict[str, Any]) -> list[str]:
+    if not comparison.counted:
+        return []
+    lines = [
+        "### Statements per request",
+        "",
+        f"A separate run with every statement logged (`log_min_duration_statement "
+        f"= 0`): exactly {settings['counted_requests']} requests per endpoint and "
+        f"side over {settings['connections']} keep-alive connections. A round trip "
+        "is an executed statement or a prepare (asyncpg prepares each statement "
+        "once per connection); server time is what PostgreSQL logged for all "
+        "phases, per request.",
+        "",
+        "| Endpoint | Side | Round trips | Server ms | Statements, times per request |",
+        "|---|---|---:|---:|---|",
+    ]
+    for endpoint in comparison.endpoints:
+        for side in SIDES:
+            counted = comparison.counted[(endpoint.key, side)]
+            shown, others = [], 0.0
+            for sql, times in counted.log.statements.items():
+                share = times / counted.requests
+                if share >= SHOWN_STATEMENT_SHARE:
+                    shown.append(f"{statement_text(sql)} {share:.2f}")
+                else:
+                    others += share
+            if counted.log.prepares:
+                shown.append(f"prepare {counted.log.prepares / counted.requests:.2f}")
+            if others:
+                shown.append(f"others {others:.2f}")
+            lines.append(
+                f"| `{endpoint.label}` | {side} | {counted.round_trips:.2f} "
+                f"| {counted.log.server_ms / counted.requests:.3f} "
+                f"| {' · '.join(shown)} |"
+            )
+    lines.append("")
+    return lines
+
+
+def suite_section(suite: SuiteResult) -> list[str]:
+    startup = ", ".join(f"{value:.1f}" for value in suite.startup_runs)
+    many = ", ".join(f"{value:.1f}" for value in suite.many_runs)
+    return [
+        "## The generated test suite",
+        "",
+        "Each file run as `pytest <file>` in a fresh process (median of the runs). "
+        "Start-up: interpreter, imports, the embedded PostgreSQL, migrations and "
+        f"one test. Per test: the {suite.tests}-test run less start-up, divided "
+        f"by the {suite.tests - 1} extra tests, each a POST and a GET through the "
+        "`client` fixture.",
+        "",
+        "| Measure | Time | Runs (s) |",
+        "|---|---:|---|",
+        f"| Start-up, one test | {suite.startup:.2f} s | {startup} |",
+        f"| {suite.tests} tests | {statistics.median(suite.many_runs):.2f} s | {many} |",
+        f"| Per test | {suite.per_test * 1000:.1f} ms | |",
+        "",
+    ]
+
+
+def copier_section(seconds: dict[str, list[float]]) -> list[str]:
+    lines = [
+        "## Rendering",
+        "",
+        "`copier copy --defaults` as a command (Copier run by Python), from this "
+        "working tree: as a one-commit git repository, which Copier clones first "
+        "(`--vcs-ref HEAD`), as users render it, and as a plain folder. "
+        "PYTHONDONTWRITEBYTECODE unset, as on users' machines.",
+        "",
+        "| Rendered from | Median | Runs (s) |",
+        "|---|---:|---|",
+    ]
+    for source, times in seconds.items():
+        runs = ", ".join(f"{value:.2f}" for value in times)
+        lines.append(f"| {source} | {statistics.median(times):.2f} s | {runs} |")
+    lines.append("")
+    return lines
+
+
+# --- Chart ---------------------------------------------------------------------
+
+
+def chart(results: Results, path: Path) -> None:
+    comparison = results.comparison
+    if comparison is None:
+        return
+    figure = Figure(figsize=(13, 4.6), layout="constrained")
+    panels = figure.subplots(1, 3)
+    labels = [endpoint.label for endpoint in comparison.endpoints]
+    positions = list(range(len(labels)))
+    width = 0.38
+    measures = (
+        ("Requests per second (higher is better)", "requests_per_second"),
+        ("p99 latency, ms (lower is better)", "p99_ms"),
+    )
+    for panel, (title, attribute) in zip(panels, measures, strict=False):
+        for offset, side in ((-width / 2, "generated"), (width / 2, "raw")):
+            values = [
+                median_of(comparison.runs[(endpoint.key, side)], attribute)
+                for endpoint in comparison.endpoints
+            ]
+            bars = panel.bar(
+                [position + offset for position in positions],
+                values,
+                width,
+                label="generated" if side == "generated" else "FastAPI + raw asyncpg",
+                color=COLOURS[side],
+            )
+            panel.bar_label(bars, fmt="%.0f", fontsize=8)
+        panel.set_title(title, fontsize=10)
+    if comparison.counted:
+        panel = panels[2]
+        for offset, side in ((-width / 2, "generated"), (width / 2, "raw")):
+            values = [
+                comparison.counted[(endpoint.key, side)].round_trips
+                for endpoint in comparison.endpoints
+            ]
+            bars = panel.bar(
+                [position + offset for position in positions],
+                values,
+                width,
+                color=COLOURS[side],
+            )
+            panel.bar_label(bars, fmt="%.1f", fontsize=8)
+        panel.set_title("Round trips per request (statement log)", fontsize=10)
+    for panel in panels:
+        panel.set_xticks(positions, labels, rotation=15, fontsize=8)
+    ratio_text = " · ".join(
+        f"{endpoint.key} {statistics.median(ratios(comparison, endpoint)):.2f}"
+        for endpoint in comparison.endpoints
+    )
+    panels[0].legend(fontsize=8)
+    loop = "uvloop + httptools" if comparison.fast_loop else "asyncio + h11"
+    figure.suptitle(
+        "Generated service vs FastAPI + raw asyncpg, requests/s ratio: "
+        f"{ratio_text}\n{results.machine.get('CPU', '')}; wrk "
+        f"-t{results.settings['threads']} -c{results.settings['connections']}; "
+        f"{loop}; {results.started}",
+        fontsize=10,
+    )
+    figure.savefig(path, dpi=110)
+
+
+# --- JSON ------------------------------------------------------------------------
+
+
+def raw_numbers(results: Results) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "started": results.started,
+        "command": results.command,
+        "elapsed_seconds": results.elapsed_seconds,
+        "settings": results.settings,
+        "machine": results.machine,
+        "copier_seconds": results.copier_seconds,
+        "suite": asdict(results.suite) if results.suite else None,
+    }
+    comparison = results.comparison
+    if comparison is not None:
+        data["http"] = {
+            "postgres": comparison.postgres_version,
+            "fast_loop": comparison.fast_loop,
+            "generated_pool": comparison.generated_pool,
+            "raw_pool_size": comparison.raw_pool_size,
+            "endpoints": {
+                endpoint.key: {
+                    "label": endpoint.label,
+                    **{
+                        side: {
+                            "runs": [
+                                asdict(run)
+                                for run in comparison.runs[(endpoint.key, side)]
+                            ],
+                            "counted": _counted(comparison, endpoint.key, side),
+                        }
+                        for side in SIDES
+                    },
+                }
+                for endpoint in comparison.endpoints
+            },
+        }
+    return data
+
+
+def _counted(comparison: Comparison, key: str, side: str) -> dict[str, Any] | None:
+    counted = comparison.counted.get((key, side))
+    if counted is None:
+        return None
+    return {
+        "requests": counted.requests,
+        "round_trips_per_request": counted.round_trips,
+        "prepares": counted.log.prepares,
+        "server_ms": counted.log.server_ms,
+        "new_connections": counted.new_connections,
+        "statements": dict(counted.log.statements),
+    }
+
+
+def write(results: Results, directory: Path, name: str = "latest") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    chart_path = directory / f"{name}.png"
+    chart(results, chart_path)
+    report = directory / f"{name}.md"
+    report.write_text(markdown(results, chart_path.name))
+    numbers = json.dumps(raw_numbers(results), indent=1, default=str)
+    (directory / f"{name}.json").write_text(numbers + "\n")
+    return report
