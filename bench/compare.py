@@ -45,6 +45,8 @@ class Run:
     round: int
     result: LoadResult
     new_connections: int
+    # The server process's CPU time per answered request (None without /proc).
+    cpu_ms_per_request: float | None
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,7 @@ def _measure(
         for endpoint in comparison.endpoints:
             for side in order:
                 offset = postgres.log_offset()
+                cpu_before = services[side].cpu_seconds()
                 result = run_wrk(
                     wrk,
                     f"http://127.0.0.1:{services[side].port}",
@@ -291,15 +294,20 @@ def _measure(
                     options.threads,
                     options.connections,
                 )
+                cpu_after = services[side].cpu_seconds()
                 connections = logins(postgres, postgres.log_since(offset), side)
+                cpu_ms = None
+                if cpu_before is not None and cpu_after is not None:
+                    cpu_ms = (cpu_after - cpu_before) * 1000 / max(result.requests, 1)
                 comparison.runs.setdefault((endpoint.key, side), []).append(
-                    Run(round_number, result, connections)
+                    Run(round_number, result, connections, cpu_ms)
                 )
+                cpu = f"CPU {cpu_ms:.2f} ms/request  " if cpu_ms is not None else ""
                 log(
                     f"round {round_number + 1}/{options.rounds} {endpoint.label:<22} "
                     f"{side:<9} {result.requests_per_second:8.0f} req/s  "
                     f"p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  "
-                    f"new connections {connections}" + _problems(result)
+                    f"{cpu}new connections {connections}{_problems(result)}"
                 )
             if endpoint.key == "create":
                 reset_items(postgres)

@@ -264,6 +264,19 @@ class Service:
         finally:
             connection.close()
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server process has used (user and system), from
+        /proc; None where there is no /proc."""
+        if self.process is None:
+            return None
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        # utime and stime: the 12th and 13th fields after the ")" closing the name.
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return

@@ -94,6 +94,12 @@ def ratios(comparison: Comparison, endpoint: Endpoint) -> list[float]:
     ]
 
 
+def cpu_text(runs: list[Run]) -> str:
+    values = [run.cpu_ms_per_request for run in runs]
+    known = [value for value in values if value is not None]
+    return f"{statistics.median(known):.2f}" if known else "-"
+
+
 def connections_text(runs: list[Run]) -> str:
     counts = [run.new_connections for run in runs]
     middle = statistics.median(counts)
@@ -146,13 +152,17 @@ def http_section(comparison: Comparison, settings: dict[str, Any]) -> list[str]:
         f"(the render's defaults); raw: an asyncpg pool of "
         f"{comparison.raw_pool_size} connections opened at start-up. Medians over "
         "the rounds; the ratio is generated / raw requests per second, round by "
-        "round (median, and range). Round trips from the statement log (below); "
-        "new connections are logins logged by the server during each run.",
+        "round (median, and range). Server CPU: the service process's CPU time "
+        "(user + system) during a run, per answered request (while a side's one "
+        "worker uses a full core, its requests/s is about the inverse). Round "
+        "trips from the statement log (below); new connections are logins logged "
+        "by PostgreSQL during each run.",
         "",
         "| Endpoint | Generated req/s | Raw req/s | Ratio | p50 ms gen / raw "
-        "| p99 ms gen / raw | Round trips per request gen / raw "
+        "| p99 ms gen / raw | Server CPU ms per request gen / raw "
+        "| Round trips per request gen / raw "
         "| New connections per run gen / raw |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for endpoint in comparison.endpoints:
         generated = comparison.runs[(endpoint.key, "generated")]
@@ -177,6 +187,7 @@ def http_section(comparison: Comparison, settings: dict[str, Any]) -> list[str]:
             f"| {ratio} "
             f"| {median_of(generated, 'p50_ms'):.1f} / {median_of(raw, 'p50_ms'):.1f} "
             f"| {median_of(generated, 'p99_ms'):.1f} / {median_of(raw, 'p99_ms'):.1f} "
+            f"| {cpu_text(generated)} / {cpu_text(raw)} "
             f"| {trips_text} "
             f"| {connections_text(generated)} / {connections_text(raw)} |"
         )
