@@ -60,7 +60,7 @@ ADDED_FILE = "tests/test_no_conflict_markers.py"
 # Python modules whose first line NEWER changed: OLDER's docstrings began with
 # this prefix. The conftest.py every test run imports first, and a module it imports.
 OLDER_DOCSTRING_PREFIX = "Release 0.1.0: "
-CHANGED_MODULES = ("tests/conftest.py", f"src/{PACKAGE}/db.py")
+CHANGED_MODULES = ("tests/conftest.py", f"src/{PACKAGE}/db/engine.py")
 # A question the older release did not ask (it was a fixed value, hidden with
 # `when: false`, so its answer was never recorded); NEWER asks it.
 NEW_QUESTION = "echo_sql"

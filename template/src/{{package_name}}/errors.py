@@ -26,7 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
-from .db import (
+from .db.failures import (
     DatabaseMisconfigured,
     DatabaseUnavailable,
     describe_error,
@@ -97,7 +97,7 @@ RETRY_AFTER_SECONDS = 1
 # SQLSTATE classes meaning "the database cannot serve you now", not "this request
 # is wrong": connection exceptions (08), insufficient resources (53: out of
 # memory or disk), operator intervention (57P: shutdown, restart) and system
-# errors (58). Failures to connect at all are sorted where they happen (db.py).
+# errors (58). Failures to connect at all are sorted where they happen (db/failures.py).
 # https://www.postgresql.org/docs/current/errcodes-appendix.html
 UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "58")
 # Serialization failure and deadlock: the server rolled the transaction back

@@ -16,7 +16,8 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db import database_location, describe_error, round_trip_error
+from ..db.engine import database_location, round_trip_error
+from ..db.failures import describe_error
 from ..errors import RETRY_AFTER_SECONDS, problem, problem_responses
 
 # Seconds /ready waits for a connection and its round trip before answering 503;

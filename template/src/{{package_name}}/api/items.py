@@ -21,10 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db import SessionDep
 from ..errors import problem_responses
 from ..limits import JsonBody
 from ..models import ITEM_DESCRIPTION_MAX_LENGTH, ITEM_NAME_MAX_LENGTH, Item
+from .dependencies import SessionDep
 
 router = APIRouter(
     prefix="/items",

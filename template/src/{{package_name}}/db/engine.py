@@ -1,0 +1,111 @@
+"""The engine and its connection pool, configured from the settings, and the
+start-up probe that says in one log line whether the database answers."""
+
+import logging
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from ..settings import (
+    Settings,
+)
+from .connection import (
+    connect_arguments,
+    database_url,
+    ssl_mode,
+)
+from .failures import (
+    Connector,
+    DatabaseMisconfigured,
+    DatabaseUnavailable,
+    describe_error,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+    """The engine and its connection pool, configured from the settings.
+
+    Unpooled (each connection closed after use) for one-off work such as
+    migrations, which must connect exactly as the service does.
+    """
+    pool: dict[str, Any] = {"poolclass": NullPool}
+    if pooled:
+        pool = {
+            "pool_size": settings.pool_size,
+            "max_overflow": settings.max_overflow,
+            "pool_timeout": settings.pool_timeout,
+            "pool_recycle": settings.pool_recycle,
+            "pool_pre_ping": settings.pool_pre_ping,
+        }
+    engine = create_async_engine(
+        database_url(settings),
+        echo=settings.echo_sql,
+        # Statement parameters can hold personal data or secrets: keep them out of
+        # logs and exception messages outside development.
+        hide_parameters=not settings.dev_mode,
+        connect_args=connect_arguments(settings),
+        **pool,
+    )
+    event.listen(engine.sync_engine, "do_connect", Connector())
+    return engine
+
+
+def database_location(url: URL) -> str:
+    """Where the engine connects, for log lines: never the user or password."""
+    host = url.host or url.query.get("host") or "localhost"
+    return f"host={host} port={url.port or 5432} database={url.database}"
+
+
+def describe_configuration(settings: Settings) -> str:
+    """The start-up line: database target, pool and TLS; never user or password."""
+    return (
+        f"{database_location(database_url(settings))} "
+        f"pool_size={settings.pool_size} max_overflow={settings.max_overflow} "
+        f"pool_timeout={settings.pool_timeout}s pool_recycle={settings.pool_recycle}s "
+        f"tls={ssl_mode(settings)}"
+    )
+
+
+async def round_trip_error(
+    engine: AsyncEngine,
+) -> SQLAlchemyError | DatabaseUnavailable | None:
+    """Run one `SELECT 1` through the pool: the error, or None if it answered."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, DatabaseUnavailable) as error:
+        return error
+    return None
+
+
+async def probe_database(engine: AsyncEngine) -> bool:
+    """Try one connection at start-up and log the outcome in one line.
+
+    Never raises: with the database down the service still starts, answers 503
+    (and /health 503) and recovers by itself once the database is reachable.
+    """
+    location = database_location(engine.url)
+    error = await round_trip_error(engine)
+    if isinstance(error, DatabaseMisconfigured):
+        logger.error(
+            "database refuses the service's settings at start-up (%s): %s; "
+            "answering 503 until they are fixed",
+            error.reason,
+            location,
+        )
+        return False
+    if error is not None:
+        logger.warning(
+            "database unavailable at start-up (%s): %s; answering 503 until it is up",
+            describe_error(error),
+            location,
+        )
+        return False
+    logger.info("database reachable: %s", location)
+    return True
