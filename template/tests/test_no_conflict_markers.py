@@ -1,6 +1,6 @@
 """What `copier update` leaves where it could not merge stops the test run, named.
 
-The check itself is the pytest plugin in conflict_markers.py, which runs before
+The check itself is the pytest plugin in support/conflict_markers.py, which runs before
 anything is imported; these tests specify it.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conflict_markers import BASE, END, SEPARATOR, START, unresolved_conflicts
+from support.conflict_markers import BASE, END, SEPARATOR, START, unresolved_conflicts
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,8 +98,9 @@ def run_pytest_in_copy(tmp_path: Path, files: dict[str, str]) -> str:
     """pytest, configured as this project is, in a copy holding `files`; its
     output, after checking that it failed."""
     shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
-    plugin = PROJECT_ROOT / "tests" / "conflict_markers.py"
-    write(tmp_path / "tests" / plugin.name, plugin.read_text(encoding="utf-8"))
+    for helper in ("__init__.py", "conflict_markers.py"):
+        source = PROJECT_ROOT / "tests" / "support" / helper
+        write(tmp_path / "tests" / "support" / helper, source.read_text("utf-8"))
     write(
         tmp_path / "tests" / "test_nothing.py",
         "def test_nothing() -> None:\n    pass\n",
@@ -136,10 +137,12 @@ def test_a_conflict_in_the_check_itself_still_stops_pytest_naming_it(
     tmp_path: Path,
 ) -> None:
     # It cannot be imported to run, so Python's own error names the place.
-    plugin = (PROJECT_ROOT / "tests" / "conflict_markers.py").read_text("utf-8")
+    plugin = (PROJECT_ROOT / "tests" / "support" / "conflict_markers.py").read_text(
+        "utf-8"
+    )
     output = run_pytest_in_copy(
-        tmp_path, {"tests/conflict_markers.py": CONFLICT + plugin}
+        tmp_path, {"tests/support/conflict_markers.py": CONFLICT + plugin}
     )
 
-    assert 'Error while loading plugin "conflict_markers"' in output
+    assert 'Error while loading plugin "support.conflict_markers"' in output
     assert 'conflict_markers.py", line 1' in output

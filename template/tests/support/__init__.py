@@ -1,0 +1,1 @@
+"""Helpers the tests import: `from support.in_process import serving`."""
