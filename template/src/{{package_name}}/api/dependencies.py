@@ -1,5 +1,13 @@
-"""Request dependencies: the database session an endpoint receives, by
-annotating a parameter with SessionDep."""
+"""Request dependencies: the database session an endpoint receives.
+
+    async def create_thing(payload: ThingCreate, session: SessionDep) -> Thing
+    async def read_thing(thing_id: int, session: ReadSessionDep) -> Thing
+
+SessionDep runs the request in one transaction, committed when the endpoint
+returns. ReadSessionDep is for endpoints that only read: no transaction (each
+statement on its own, see db/sessions.py), so a read costs one round trip, and
+it refuses to write.
+"""
 
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -23,6 +31,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         await session.commit()
 
 
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One read-only session per request, closed when the endpoint returns."""
+    session_factory: async_sessionmaker[AsyncSession] = (
+        request.app.state.read_session_factory
+    )
+    async with session_factory() as session:
+        yield session
+
+
 # scope="function" runs the commit before the response is sent, so a failed
-# commit becomes an error response instead of a success for a lost write.
+# commit becomes an error response instead of a success for a lost write; for
+# reads, it returns the connection to the pool before the response is sent.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]

@@ -52,7 +52,7 @@ async def live() -> Live:
 )
 @router.get("/ready", response_model=Ready, responses=problem_responses(503))
 async def ready(request: Request) -> Ready | Response:
-    engine: AsyncEngine = request.app.state.engine
+    engine: AsyncEngine = request.app.state.read_engine
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             error: BaseException | None = await round_trip_error(engine)

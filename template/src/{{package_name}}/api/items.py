@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..errors import problem_responses
 from ..limits import JsonBody
 from ..models import ITEM_DESCRIPTION_MAX_LENGTH, ITEM_NAME_MAX_LENGTH, Item
-from .dependencies import SessionDep
+from .dependencies import ReadSessionDep, SessionDep
 
 router = APIRouter(
     prefix="/items",
@@ -156,13 +156,13 @@ async def create_item(payload: ItemCreate, session: SessionDep) -> ItemRead:
 
 
 @router.get("/{item_id}", responses=problem_responses(404))
-async def read_item(item_id: ItemId, session: SessionDep) -> ItemRead:
+async def read_item(item_id: ItemId, session: ReadSessionDep) -> ItemRead:
     return ItemRead.model_validate(await _get_or_404(session, item_id))
 
 
 @router.get("")
 async def list_items(
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=100), Digits] = 20,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1), Digits] = 0,
 ) -> ItemPage:

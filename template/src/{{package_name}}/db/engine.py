@@ -5,10 +5,10 @@ import logging
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import URL, AdaptedConnection
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from ..settings import (
     Settings,
@@ -41,7 +41,6 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
             "max_overflow": settings.max_overflow,
             "pool_timeout": settings.pool_timeout,
             "pool_recycle": settings.pool_recycle,
-            "pool_pre_ping": settings.pool_pre_ping,
         }
     engine = create_async_engine(
         database_url(settings),
@@ -53,7 +52,33 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
         **pool,
     )
     event.listen(engine.sync_engine, "do_connect", Connector())
+    if pooled and settings.pool_pre_ping:
+        event.listen(engine.sync_engine, "checkout", ping_before_use)
     return engine
+
+
+def ping_before_use(
+    dbapi_connection: AdaptedConnection,
+    record: ConnectionPoolEntry,
+    proxy: PoolProxiedConnection,
+) -> None:
+    """DB_POOL_PRE_PING: make sure a pooled connection still works before a
+    request gets it; a dead one is replaced (SQLAlchemy retries the checkout with
+    a new connection) instead of failing the request.
+
+    One round trip, `SELECT 1` over the simple query protocol: no transaction
+    and no prepared statement, so it is also safe behind PgBouncer. (SQLAlchemy's own
+    pool_pre_ping takes three for asyncpg: BEGIN, the ping, ROLLBACK.) A
+    connection the server closed (a restart, pg_terminate_backend) is known
+    without asking: asyncpg has already seen its socket close.
+    https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic
+    """
+    if record.driver_connection is None or record.driver_connection.is_closed():
+        raise DisconnectionError("the server closed the connection")
+    try:
+        dbapi_connection.run_async(lambda connection: connection.execute("SELECT 1"))
+    except Exception as error:
+        raise DisconnectionError(f"the ping failed: {type(error).__name__}") from error
 
 
 def database_location(url: URL) -> str:
