@@ -25,6 +25,7 @@ from .failures import (
     DatabaseUnavailable,
     describe_error,
 )
+from .pool import FairQueuePool
 
 # Seconds a pooled connection may sit unused before pre-ping asks the server
 # whether it is still there (see PrePing).
@@ -44,6 +45,7 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     pool: dict[str, Any] = {"poolclass": NullPool}
     if pooled:
         pool = {
+            "poolclass": FairQueuePool,
             "pool_size": settings.pool_size,
             "max_overflow": settings.max_overflow,
             "pool_timeout": settings.pool_timeout,
