@@ -36,6 +36,8 @@ VARIABLE_QUESTIONS = (
     "db_port_var",
     "db_name_var",
     "db_url_var",
+    "db_direct_url_var",
+    "db_replica_url_var",
 )
 
 Instruction = tuple[str, str]

@@ -39,6 +39,9 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
         "db_port_var": "ORDERS_DB_PORT",
         "db_name_var": "ORDERS_DB_NAME",
         "db_url_var": "ORDERS_DB_DSN",
+        "db_direct_url_var": "ORDERS_DB_DIRECT_DSN",
+        "db_replica_url_var": "ORDERS_DB_REPLICA_DSN",
+        "pgbouncer": True,
     },
     "awkward-text": {
         "project_name": "Café \"Ünïcode\" O'Brien's \\ {{ x }} Service: #1 & <b>",

@@ -5,6 +5,7 @@ import math
 import ssl
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import uuid4
 
 from pydantic import SecretStr
 from sqlalchemy.engine import URL, make_url
@@ -111,8 +112,17 @@ def ssl_mode(settings: Settings) -> SslMode:
 
 def server_settings(settings: Settings) -> dict[str, str]:
     """Settings each session starts with: the URL's options, the timeouts and
-    the application name."""
+    the application name. Behind PgBouncer only the application name, the one
+    setting it passes on (it refuses the others at login, or drops them if told
+    to ignore them): there, set the timeouts on the role instead."""
     url = settings.url_parameters
+    application_name = chosen(
+        settings,
+        "application_name",
+        url.application_name or url.fallback_application_name,
+    )
+    if settings.pgbouncer:
+        return {"application_name": application_name}
     options = url.options or {}
     values = dict(options)
     timeouts = (
@@ -122,11 +132,7 @@ def server_settings(settings: Settings) -> dict[str, str]:
     for name, field in timeouts:
         if name not in options or field in settings.model_fields_set:
             values[name] = milliseconds(getattr(settings, field))
-    values["application_name"] = chosen(
-        settings,
-        "application_name",
-        url.application_name or url.fallback_application_name,
-    )
+    values["application_name"] = application_name
     return values
 
 
@@ -154,4 +160,23 @@ def connect_arguments(settings: Settings) -> dict[str, Any]:
         "gsslib": url.gsslib,
     }
     arguments.update({name: v for name, v in optional.items() if v is not None})
+    if settings.pgbouncer:
+        arguments.update(PGBOUNCER_ARGUMENTS)
     return arguments
+
+
+def unique_statement_name() -> str:
+    return f"__asyncpg_{uuid4().hex}__"
+
+
+# Behind PgBouncer in transaction pooling mode, consecutive transactions of one
+# connection run on different server connections, which do not share prepared
+# statements: so no statement is kept for reuse, by asyncpg or by SQLAlchemy,
+# and each is prepared under a name no other can take (PgBouncer before 1.21
+# does not track prepared statements at all).
+# https://docs.sqlalchemy.org/en/20/dialects/postgresql.html#prepared-statement-name-with-pgbouncer
+PGBOUNCER_ARGUMENTS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": unique_statement_name,
+}
