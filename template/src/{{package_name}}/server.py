@@ -2,6 +2,7 @@
 entry point (__main__.py) and the dev server (dev.py), so every uvicorn option
 works in both and both log the same way."""
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -9,6 +10,7 @@ import click
 import uvicorn
 from click.core import ParameterSource
 
+from .db.budget import WORKERS_VAR
 from .logs import logging_config
 from .settings import Settings
 
@@ -31,6 +33,13 @@ def serve(
                 context.params["log_config"] = logging_config(
                     settings.log_format, settings.log_level
                 )
+            workers = context.params["workers"]
+            if context.params["reload"]:
+                workers = 1  # uvicorn ignores --workers when reloading
+            if workers is not None:
+                # Inherited by every worker process, where the start-up's
+                # connection budget reads it (db/budget.py).
+                os.environ[WORKERS_VAR] = str(workers)
             if announce is not None:
                 announce(context.params["host"], context.params["port"])
             uvicorn.main.invoke(context)
