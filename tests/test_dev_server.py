@@ -183,7 +183,7 @@ def exercise_dev_server(command: list[str], project: Path, user: str | None) -> 
     first, port = start(command, project, user)
     assert request("GET", port, "/health") == (
         200,
-        {"status": "ok", "database": "ok"},
+        {"status": "ok", "database": "ok", "replica": "none"},
     )
     assert first.text.count("API docs:") == 1
     assert f"API docs: http://127.0.0.1:{port}/docs" in first.text

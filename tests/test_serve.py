@@ -49,7 +49,7 @@ def test_service_is_live_and_ready_once_env_points_at_a_database(
             url = f"http://127.0.0.1:{port}{path}"
             with urllib.request.urlopen(url, timeout=30) as reply:
                 answers[path] = (reply.status, json.load(reply))
-        ready = (200, {"status": "ok", "database": "ok"})
+        ready = (200, {"status": "ok", "database": "ok", "replica": "none"})
         assert answers == {
             "/live": (200, {"status": "ok"}),
             "/ready": ready,

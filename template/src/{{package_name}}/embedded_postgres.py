@@ -267,3 +267,29 @@ class EmbeddedPostgres:
             port=self.port,
             database="postgres",
         )
+
+    def create_standby(self, directory: Path) -> "EmbeddedPostgres":
+        """A streaming replica of this running server, with its data in
+        `directory` and a port of its own; it follows this server once started.
+
+        pg_basebackup -R copies the data and writes how to follow (standby.signal
+        and primary_conninfo). PostgreSQL's defaults allow it: wal_level replica,
+        10 WAL senders, and initdb's rule trusting replication connections over
+        the unix socket, which primary_conninfo names."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.system_user is not None:
+            ensure_prefix_permissions(directory)
+            shutil.chown(directory, SYSTEM_USER, SYSTEM_USER)
+        self._run(
+            "pg_basebackup",
+            f"--pgdata={directory / 'data'}",
+            f"--host={self.socket_dir}",
+            f"--port={self.port}",
+            f"--username={SUPERUSER}",
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            # Start at once, rather than after a checkpoint spread over minutes.
+            "--checkpoint=fast",
+            "--no-sync",
+        )
+        return EmbeddedPostgres(directory)

@@ -6,7 +6,8 @@
 SessionDep runs the request in one transaction, committed when the endpoint
 returns. ReadSessionDep is for endpoints that only read: no transaction (each
 statement on its own, see db/sessions.py), so a read costs one round trip, and
-it refuses to write.
+it refuses to write. With a read replica configured, it reads there while the
+replica answers: a read that must see the latest writes takes SessionDep.
 """
 
 from collections.abc import AsyncIterator
@@ -14,6 +15,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ..db.replicas import ReadRouter
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -32,11 +35,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One read-only session per request, closed when the endpoint returns."""
-    session_factory: async_sessionmaker[AsyncSession] = (
-        request.app.state.read_session_factory
-    )
-    async with session_factory() as session:
+    """One read-only session per request, on the read replica while it answers
+    (see db/replicas.py), closed when the endpoint returns."""
+    read_router: ReadRouter = request.app.state.read_router
+    async with read_router.session() as session:
         yield session
 
 

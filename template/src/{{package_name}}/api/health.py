@@ -4,8 +4,10 @@
 so restarting the service on its failure is always right. `/ready` says the
 service can serve requests now: one `SELECT 1` round trip, bounded by its own
 short timeout, so a probe learns of an outage or an exhausted pool within
-READY_TIMEOUT seconds instead of waiting DB_POOL_TIMEOUT. `/health` is `/ready`
-under its old name, kept for compatibility.
+READY_TIMEOUT seconds instead of waiting DB_POOL_TIMEOUT. It also reports the
+read replica ("ok", "down", or "none" when there is none) without failing when
+only the replica is down: the primary serves reads meanwhile. `/health` is
+`/ready` under its old name, kept for compatibility.
 """
 
 import asyncio
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db.engine import database_location, round_trip_error
 from ..db.failures import describe_error
+from ..db.replicas import ReadRouter, ReplicaState
 from ..errors import RETRY_AFTER_SECONDS, problem, problem_responses
 
 # Seconds /ready waits for a connection and its round trip before answering 503;
@@ -36,6 +39,7 @@ class Live(BaseModel):
 class Ready(BaseModel):
     status: Literal["ok"]
     database: Literal["ok"]
+    replica: ReplicaState
 
 
 @router.get("/live")
@@ -53,11 +57,11 @@ async def live() -> Live:
 @router.get("/ready", response_model=Ready, responses=problem_responses(503))
 async def ready(request: Request) -> Ready | Response:
     engine: AsyncEngine = request.app.state.read_engine
-    try:
-        async with asyncio.timeout(READY_TIMEOUT):
-            error: BaseException | None = await round_trip_error(engine)
-    except TimeoutError as timed_out:
-        error = timed_out
+    read_router: ReadRouter = request.app.state.read_router
+    # Both at once, so neither waits for the other.
+    error, replica = await asyncio.gather(
+        primary_error(engine), read_router.replica_state(READY_TIMEOUT)
+    )
     if error is not None:
         logger.warning(
             "readiness check failed (%s): %s",
@@ -69,4 +73,12 @@ async def ready(request: Request) -> Ready | Response:
             "The database is unavailable or busy; retry shortly.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    return Ready(status="ok", database="ok")
+    return Ready(status="ok", database="ok", replica=replica)
+
+
+async def primary_error(engine: AsyncEngine) -> BaseException | None:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            return await round_trip_error(engine)
+    except TimeoutError as timed_out:
+        return timed_out
