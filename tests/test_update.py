@@ -61,9 +61,16 @@ ADDED_FILE = "tests/test_no_conflict_markers.py"
 # this prefix. The conftest.py every test run imports first, and a module it imports.
 OLDER_DOCSTRING_PREFIX = "Release 0.1.0: "
 CHANGED_MODULES = ("tests/conftest.py", f"src/{PACKAGE}/db/engine.py")
-# A question the older release did not ask (it was a fixed value, hidden with
-# `when: false`, so its answer was never recorded); NEWER asks it.
-NEW_QUESTION = "echo_sql"
+# Questions the older release did not ask (fixed values, hidden with
+# `when: false`, so their answers were never recorded); NEWER asks them, and an
+# update answers each with its default: echo_sql, and the three that the
+# scale-out release added.
+NEW_QUESTIONS = {
+    "echo_sql": False,
+    "db_direct_url_var": "DATABASE_DIRECT_URL",
+    "db_replica_url_var": "DATABASE_REPLICA_URL",
+    "pgbouncer": False,
+}
 
 
 def replace_once(path: Path, old: str, new: str) -> None:
@@ -100,8 +107,11 @@ def derive_older(tree: Path) -> None:
     """The older release: this tree minus one of each kind of change."""
     # The question NEWER renames was called `service_port`.
     add_port_question(tree, "service_port", "8000")
-    # NEW_QUESTION was not asked: it only had its fixed default.
-    replace_once(tree / "copier.yml", "\necho_sql:\n", "\necho_sql:\n  when: false\n")
+    # NEW_QUESTIONS were not asked: each only had its fixed default.
+    for question in NEW_QUESTIONS:
+        replace_once(
+            tree / "copier.yml", f"\n{question}:\n", f"\n{question}:\n  when: false\n"
+        )
     # A changed file: the README's last line was different.
     readme = tree / "template" / "README.md.jinja"
     lines = readme.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -389,12 +399,14 @@ def test_update_records_the_new_release(team_update: Update) -> None:
     assert answers_of(team_update.project)["_commit"] == NEWER
 
 
-def test_question_new_in_the_release_is_answered_by_its_default_and_recorded(
+def test_questions_new_in_the_release_are_answered_by_their_defaults_and_recorded(
     team_update: Update,
 ) -> None:
     older_answers = yaml.safe_load(team_update.older[".copier-answers.yml"])
-    assert NEW_QUESTION not in older_answers
-    assert answers_of(team_update.project)[NEW_QUESTION] is False
+    recorded = answers_of(team_update.project)
+    for question, default in NEW_QUESTIONS.items():
+        assert question not in older_answers
+        assert recorded[question] == default
 
 
 def test_renamed_question_keeps_the_answer_given_under_its_old_name(
