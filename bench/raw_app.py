@@ -64,6 +64,8 @@ class ItemPage(BaseModel):
 class Ready(BaseModel):
     status: Literal["ok"]
     database: Literal["ok"]
+    # The generated service's answer without a read replica configured.
+    replica: Literal["none"]
 
 
 @asynccontextmanager
@@ -128,4 +130,4 @@ async def create_item(payload: ItemCreate, request: Request) -> ItemRead:
 @app.get("/health")
 async def ready(request: Request) -> Ready:
     await pool_of(request).fetchval("SELECT 1")
-    return Ready(status="ok", database="ok")
+    return Ready(status="ok", database="ok", replica="none")
