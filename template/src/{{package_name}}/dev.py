@@ -114,6 +114,9 @@ def dev_database(folder: Path) -> Iterator[EmbeddedPostgres]:
             create_role_and_database(server)
             yield server
         finally:
+            # Nothing interrupts the stop: not a second Ctrl-C, nor the copy of
+            # the first that `uv run` sends 0.2 s later when its child still runs.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             server.stop_if_running()
 
 
