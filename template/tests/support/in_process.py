@@ -7,11 +7,17 @@ import httpx
 from fastapi import FastAPI
 
 
-@contextlib.asynccontextmanager
-async def in_process_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+def client_for(app: FastAPI) -> httpx.AsyncClient:
+    """A client calling `app` in-process. It holds no connection, so closing it
+    is optional (the `client` fixture does not)."""
     # raise_app_exceptions=False: an unhandled error becomes a 500, as in production.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+@contextlib.asynccontextmanager
+async def in_process_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as client:
         yield client
 
 
