@@ -241,8 +241,9 @@ class EmbeddedPostgres:
 
         Run as pg_ctl would, but watched more closely: pg_ctl checks every 0.1 s,
         which is most of the time a start or a stop takes."""
-        if self._postmaster is not None:
-            self._postmaster.poll()  # reap the last one if it died (killed -9)
+        # poll() also reaps the last one this object started, if it died.
+        if self._postmaster is not None and self._postmaster.poll() is None:
+            raise EmbeddedPostgresError(f"a server already runs in {self.data_dir}")
         with self.log_file.open("ab") as log:
             # Only the wheel's own PostgreSQL programs run here.
             self._postmaster = subprocess.Popen(  # noqa: S603
