@@ -11,7 +11,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 
 from sqlalchemy.engine import URL
 
@@ -35,7 +37,10 @@ def quoted(value: str) -> str:
 class PgBouncer:
     """PgBouncer on a free 127.0.0.1 port, forwarding every database to the
     server at `upstream`, authenticating `upstream`'s user with scram-sha-256
-    on both sides, with `server_connections` server connections per database."""
+    on both sides, with `server_connections` server connections per database.
+    Like a default install, it refuses login parameters it does not pass on,
+    except those in `ignore_startup_parameters` (accepted, and dropped).
+    Started and stopped by a with block, or start() and stop()."""
 
     def __init__(
         self,
@@ -43,6 +48,7 @@ class PgBouncer:
         upstream: URL,
         system_user: str | None,
         server_connections: int = 4,
+        ignore_startup_parameters: Sequence[str] = (),
     ) -> None:
         program = pgbouncer_program()
         assert program is not None, INSTALL_HINT
@@ -72,10 +78,7 @@ class PgBouncer:
             "pool_mode = transaction\n"
             f"default_pool_size = {server_connections}\n"
             "max_client_conn = 500\n"
-            # What a service unaware of PgBouncer sends at login: accepted (and
-            # dropped), so that such a service gets as far as its statements.
-            "ignore_startup_parameters = statement_timeout,"
-            " idle_in_transaction_session_timeout\n"
+            f"ignore_startup_parameters = {', '.join(ignore_startup_parameters)}\n"
             f"logfile = {self.log_file}\n",
             encoding="utf-8",
         )
@@ -107,6 +110,18 @@ class PgBouncer:
             time.sleep(0.05)  # polling the port, bounded by the deadline
         self.stop()
         raise RuntimeError(f"pgbouncer did not start; see {self.log_file}")
+
+    def __enter__(self) -> "PgBouncer":
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.process is None:

@@ -114,7 +114,8 @@ def server_settings(settings: Settings) -> dict[str, str]:
     """Settings each session starts with: the URL's options, the timeouts and
     the application name. Behind PgBouncer only the application name, the one
     setting it passes on (it refuses the others at login, or drops them if told
-    to ignore them): there, set the timeouts on the role instead."""
+    to ignore them): there, set the timeouts on the role instead, which costs
+    nothing per request (engine.check_role_timeouts compares them)."""
     url = settings.url_parameters
     application_name = chosen(
         settings,
@@ -149,9 +150,8 @@ def connect_arguments(settings: Settings) -> dict[str, Any]:
             url.sslkey,
             _secret(url.sslpassword),
         ),
-        # Sent once when each connection opens, not per request. (Behind
-        # PgBouncer, list these in its ignore_startup_parameters or set them on
-        # the role with ALTER ROLE ... SET instead.)
+        # Sent once when each connection opens, not per request (behind
+        # PgBouncer only the application name: see server_settings).
         "server_settings": server_settings(settings),
     }
     optional = {

@@ -1,5 +1,6 @@
 """The engine and its connection pool, configured from the settings, and the
-start-up probe that says in one log line whether the database answers."""
+start-up checks: the probe that says in one log line whether the database
+answers and, behind PgBouncer, whether the role's timeouts are the ones asked for."""
 
 import logging
 import time
@@ -17,6 +18,7 @@ from ..settings import (
 from .connection import (
     connect_arguments,
     database_url,
+    milliseconds,
     ssl_mode,
 )
 from .failures import (
@@ -32,6 +34,21 @@ from .pool import FairQueuePool
 PING_IDLE_AFTER = 1.0
 # Where PrePing notes when a connection was last returned to the pool.
 LAST_USED = "last_used"
+# The timeouts a direct connection sends at login (connection.server_settings):
+# each server setting, the Settings field and the variable that sets it.
+TIMEOUTS = (
+    ("statement_timeout", "statement_timeout", "DB_STATEMENT_TIMEOUT"),
+    (
+        "idle_in_transaction_session_timeout",
+        "idle_in_transaction_timeout",
+        "DB_IDLE_IN_TRANSACTION_TIMEOUT",
+    ),
+)
+# Both in milliseconds, as PostgreSQL stores them.
+SERVER_TIMEOUTS = text(
+    "SELECT name, setting FROM pg_settings WHERE name IN "
+    "('statement_timeout', 'idle_in_transaction_session_timeout')"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -165,3 +182,43 @@ async def probe_database(engine: AsyncEngine) -> bool:
         return False
     logger.info("database reachable: %s", location)
     return True
+
+
+async def check_role_timeouts(engine: AsyncEngine, settings: Settings) -> bool:
+    """Behind PgBouncer (DB_PGBOUNCER), whether the server's timeouts are the
+    ones DB_STATEMENT_TIMEOUT and DB_IDLE_IN_TRANSACTION_TIMEOUT ask for.
+
+    PgBouncer refuses timeouts sent at login, so there the server's own values
+    apply: set them once on the service's role (ALTER ROLE ... SET), which costs
+    nothing per request; a SET LOCAL in every transaction would cost one more
+    round trip each (0.1 ms through a PgBouncer on the same machine, a network
+    round trip in production). One WARNING per timeout that differs, with the
+    statement that fixes it. Never raises: the service starts either way.
+    """
+    if not settings.pgbouncer:
+        return True  # sent at login (connection.server_settings)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(SERVER_TIMEOUTS)
+            server: dict[str, str] = dict(rows.all())
+    except (SQLAlchemyError, DatabaseUnavailable) as error:
+        logger.warning("timeouts not checked (%s)", describe_error(error))
+        return False
+    agree = True
+    for name, field, variable in TIMEOUTS:
+        wanted = milliseconds(getattr(settings, field))
+        if server[name] != wanted:
+            agree = False
+            logger.warning(
+                "%s asks for %s ms, but behind PgBouncer (DB_PGBOUNCER) the server's "
+                "%s applies, which is %s ms%s: set it on the service's role, once: "
+                "ALTER ROLE <user> SET %s = %s",
+                variable,
+                wanted,
+                name,
+                server[name],
+                " (off)" if server[name] == "0" else "",
+                name,
+                wanted,
+            )
+    return agree
