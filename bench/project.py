@@ -16,10 +16,7 @@ from typing import Any
 import copier
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
-# What Copier needs of this repo: the questions, what they include, the project tree.
-TEMPLATE_PARTS = ("copier.yml", "includes", "template")
 # Settings the generated service reads besides its database variables; unset, so
 # the render's own defaults (the ones being measured) apply.
 SERVICE_OVERRIDES = (
@@ -71,16 +68,15 @@ def clean_environment() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key not in drop}
 
 
-def copy_template(destination: Path) -> Path:
-    """The template as a plain folder, so uncommitted work renders as it is."""
-    destination.mkdir(parents=True)
-    for part in TEMPLATE_PARTS:
-        origin = REPO_ROOT / part
-        if origin.is_dir():
-            shutil.copytree(origin, destination / part)
-        else:
-            shutil.copy2(origin, destination / part)
-    return destination
+def users_environment() -> dict[str, str]:
+    """clean_environment() less PYTHONDONTWRITEBYTECODE, as on users' machines:
+    Python compiles a module on its first import and loads the bytecode after,
+    which is most of a short command's start-up."""
+    return {
+        key: value
+        for key, value in clean_environment().items()
+        if key != "PYTHONDONTWRITEBYTECODE"
+    }
 
 
 def render(template: Path, destination: Path) -> Path:
@@ -108,11 +104,7 @@ def time_copier_copy(source: Path, scratch: Path, runs: int) -> list[float]:
     PYTHONDONTWRITEBYTECODE is unset, as on users' machines: Copier's own
     modules are compiled on the first run and loaded from bytecode after it.
     """
-    env = {
-        key: value
-        for key, value in clean_environment().items()
-        if key != "PYTHONDONTWRITEBYTECODE"
-    }
+    env = users_environment()
     command = [sys.executable, "-m", "copier", "copy", "--defaults", "--quiet"]
     if (source / ".git").exists():
         command += ["--vcs-ref", "HEAD"]
@@ -142,10 +134,28 @@ class Project:
         return self.venv_bin / "python"
 
     @property
+    def package(self) -> str:
+        return str(self.answers["package_name"])
+
+    @property
     def command(self) -> Path:
         """The production entry point, `uv run <project-name>`."""
-        name = str(self.answers["package_name"]).replace("_", "-")
-        return self.venv_bin / name
+        return self.venv_bin / self.package.replace("_", "-")
+
+    @property
+    def embedded_postgres(self) -> Path:
+        """The module its tests and dev server run PostgreSQL with."""
+        return self.root / "src" / self.package / "embedded_postgres.py"
+
+    @property
+    def pool_size(self) -> int:
+        """The pool's size as rendered: the service's default, which the bench
+        measures (DB_POOL_SIZE is unset, see SERVICE_OVERRIDES)."""
+        return int(self.answers["pool_size"])
+
+    @property
+    def max_overflow(self) -> int:
+        return int(self.answers["max_overflow"])
 
     def database_environment(self, dsn_parts: dict[str, str]) -> dict[str, str]:
         """The service's own variables (the names answered at render time)."""

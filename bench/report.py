@@ -5,13 +5,14 @@ import json
 import os
 import platform
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from .compare import SIDES, Comparison, Run
+from .compare import SIDES, Comparison, Counted, Key, Run
 from .load import Endpoint
 from .suite import SuiteResult
 
@@ -83,11 +84,11 @@ def median_of(runs: list[Run], attribute: str) -> float:
     return statistics.median(values)
 
 
-def ratios(comparison: Comparison, endpoint: Endpoint) -> list[float]:
+def ratios(comparison: Comparison, endpoint: Endpoint, clients: int) -> list[float]:
     """generated / raw req/s, round by round (the two runs of a round are
     neighbours in time, so drift on a busy machine cancels out)."""
-    generated = comparison.runs[(endpoint.key, "generated")]
-    raw = comparison.runs[(endpoint.key, "raw")]
+    generated = comparison.runs[(endpoint.key, clients, "generated")]
+    raw = comparison.runs[(endpoint.key, clients, "raw")]
     return [
         ours.result.requests_per_second / theirs.result.requests_per_second
         for ours, theirs in zip(generated, raw, strict=True)
@@ -139,60 +140,113 @@ def markdown(results: Results, chart_name: str) -> str:
     return "\n".join(lines)
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def clients_text(comparison: Comparison, clients: int) -> str:
+    """A concurrency, and where it stands against the generated pool."""
+    size = comparison.generated_pool.size
+    if clients < size:
+        return f"{clients} (< pool_size)"
+    if clients == size:
+        return f"{clients} (= pool_size)"
+    return f"{clients} (> pool_size)"
+
+
 def http_section(comparison: Comparison, settings: dict[str, Any]) -> list[str]:
     loop = "uvloop + httptools" if comparison.fast_loop else "asyncio + h11"
+    concurrencies = " and ".join(f"-c{clients}" for clients in comparison.concurrencies)
     lines = [
         "## HTTP: the generated service against FastAPI + raw asyncpg",
         "",
-        f"wrk -t{settings['threads']} -c{settings['connections']}, "
-        f"{settings['seconds']:g} s per run, {settings['rounds']} rounds "
-        "(every endpoint on both sides per round, the sides' order alternating), "
-        f"loopback; one uvicorn worker per side with {loop}, each app's default "
-        f"logging (access lines on). Generated pool: {comparison.generated_pool} "
-        f"(the render's defaults); raw: an asyncpg pool of "
-        f"{comparison.raw_pool_size} connections opened at start-up. Medians over "
-        "the rounds; the ratio is generated / raw requests per second, round by "
-        "round (median, and range). Server CPU: the service process's CPU time "
-        "(user + system) during a run, per answered request (while a side's one "
-        "worker uses a full core, its requests/s is about the inverse). Round "
-        "trips from the statement log (below); new connections are logins logged "
-        "by PostgreSQL during each run.",
+        f"wrk -t{settings['threads']} at {concurrencies} concurrent clients, "
+        f"{settings['seconds']:g} s per run, {plural(settings['rounds'], 'round')} "
+        "(every endpoint at every concurrency on both sides per round, the "
+        "sides' order alternating), loopback; one uvicorn worker per side with "
+        f"{loop}, each app's default logging (access lines on). Generated pool: "
+        f"{comparison.generated_pool} (the render's defaults); raw: an asyncpg "
+        f"pool of {comparison.raw_pool_size} connections opened at start-up. "
+        "Medians over the rounds; the ratio is generated / raw requests per "
+        "second, round by round (median, and range). Server CPU: the service "
+        "process's CPU time (user + system) during a run, per answered request "
+        "(while a side's one worker uses a full core, its requests/s is about "
+        "the inverse). Round trips from the statement log (below); new "
+        "connections are logins logged by PostgreSQL during each run (see the "
+        "note under the table).",
         "",
-        "| Endpoint | Generated req/s | Raw req/s | Ratio | p50 ms gen / raw "
-        "| p99 ms gen / raw | Server CPU ms per request gen / raw "
+        "| Endpoint | Clients | Generated req/s | Raw req/s | Ratio "
+        "| p50 ms gen / raw | p99 ms gen / raw "
+        "| Server CPU ms per request gen / raw "
         "| Round trips per request gen / raw "
         "| New connections per run gen / raw |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for endpoint in comparison.endpoints:
-        generated = comparison.runs[(endpoint.key, "generated")]
-        raw = comparison.runs[(endpoint.key, "raw")]
-        per_round = ratios(comparison, endpoint)
-        ratio = f"**{statistics.median(per_round):.2f}**"
-        if len(per_round) > 1:
-            ratio += f" ({min(per_round):.2f}-{max(per_round):.2f})"
-        trips = [comparison.counted.get((endpoint.key, side)) for side in SIDES]
-        trips_text = " / ".join(
-            f"{counted.round_trips:.2f}" if counted else "-" for counted in trips
-        )
-        problems = sum(
-            run.result.bad_statuses + run.result.socket_errors
-            for run in generated + raw
-        )
-        label = endpoint.label + (f" ({problems} errors)" if problems else "")
-        lines.append(
-            f"| `{label}` "
-            f"| {median_of(generated, 'requests_per_second'):,.0f} "
-            f"| {median_of(raw, 'requests_per_second'):,.0f} "
-            f"| {ratio} "
-            f"| {median_of(generated, 'p50_ms'):.1f} / {median_of(raw, 'p50_ms'):.1f} "
-            f"| {median_of(generated, 'p99_ms'):.1f} / {median_of(raw, 'p99_ms'):.1f} "
-            f"| {cpu_text(generated)} / {cpu_text(raw)} "
-            f"| {trips_text} "
-            f"| {connections_text(generated)} / {connections_text(raw)} |"
-        )
-    lines.append("")
+        for clients in comparison.concurrencies:
+            lines.append(http_row(comparison, endpoint, clients))
+    lines += ["", new_connections_note(comparison), ""]
     return lines
+
+
+def http_row(comparison: Comparison, endpoint: Endpoint, clients: int) -> str:
+    generated = comparison.runs[(endpoint.key, clients, "generated")]
+    raw = comparison.runs[(endpoint.key, clients, "raw")]
+    per_round = ratios(comparison, endpoint, clients)
+    ratio = f"**{statistics.median(per_round):.2f}**"
+    if len(per_round) > 1:
+        ratio += f" ({min(per_round):.2f}-{max(per_round):.2f})"
+    trips = [comparison.counted.get((endpoint.key, clients, side)) for side in SIDES]
+    trips_text = " / ".join(
+        f"{counted.round_trips:.2f}" if counted else "-" for counted in trips
+    )
+    problems = sum(
+        run.result.bad_statuses + run.result.socket_errors for run in generated + raw
+    )
+    label = endpoint.label + (f" ({problems} errors)" if problems else "")
+    return (
+        f"| `{label}` | {clients_text(comparison, clients)} "
+        f"| {median_of(generated, 'requests_per_second'):,.0f} "
+        f"| {median_of(raw, 'requests_per_second'):,.0f} "
+        f"| {ratio} "
+        f"| {median_of(generated, 'p50_ms'):.1f} / {median_of(raw, 'p50_ms'):.1f} "
+        f"| {median_of(generated, 'p99_ms'):.1f} / {median_of(raw, 'p99_ms'):.1f} "
+        f"| {cpu_text(generated)} / {cpu_text(raw)} "
+        f"| {trips_text} "
+        f"| {connections_text(generated)} / {connections_text(raw)} |"
+    )
+
+
+def new_connections_note(comparison: Comparison) -> str:
+    """Why a run opens new connections, or does not: the pools' design."""
+    pool = comparison.generated_pool
+    if pool.max_overflow == 0:
+        expected = (
+            f"With {pool}, 0 is expected at every concurrency; another count "
+            "means connections were lost and replaced (see the service's log)."
+        )
+    else:
+        expected = (
+            f"With {pool}, 0 is expected up to {pool.size} clients; above "
+            "that, the count is the overflow's churn."
+        )
+    return (
+        "**New connections.** Both pools were filled by a warm-up at the "
+        "highest concurrency before anything was recorded. With at most "
+        "pool_size concurrent requests, each finds an idle pooled connection, "
+        "so a steady run opens none. Above pool_size it depends on "
+        "max_overflow. With max_overflow=0 (the render's default), requests "
+        "beyond pool_size wait in line for a returned connection (at most "
+        "pool_timeout, in the order they asked) and no connection is opened: "
+        "the wait shows in p50 and p99, not here. With max_overflow > 0, the "
+        "pool opens up to max_overflow extra connections for the excess, and "
+        "closes an extra connection as soon as it is returned while pool_size "
+        "others sit idle (SQLAlchemy's QueuePool keeps at most pool_size), so a "
+        "steady load above pool_size keeps opening and closing them, each a new "
+        "login with a full scram-sha-256 handshake. The raw side's asyncpg pool "
+        f"is fixed at {comparison.raw_pool_size} connections: above that, "
+        f"requests wait and it opens none. {expected}"
+    )
 
 
 def statement_text(sql: str) -> str:
@@ -207,37 +261,49 @@ def statements_section(comparison: Comparison, settings: dict[str, Any]) -> list
     lines = [
         "### Statements per request",
         "",
-        f"A separate run with every statement logged (`log_min_duration_statement "
-        f"= 0`): exactly {settings['counted_requests']} requests per endpoint and "
-        f"side over {settings['connections']} keep-alive connections. A round trip "
-        "is an executed statement or a prepare (asyncpg prepares each statement "
-        "once per connection); server time is what PostgreSQL logged for all "
-        "phases, per request.",
+        "A separate run with every statement logged (`log_min_duration_statement "
+        f"= 0`): exactly {settings['counted_requests_per_client']} requests per "
+        "client, per endpoint, concurrency and side, each client a keep-alive "
+        "connection. A round trip is an executed statement or a prepare "
+        "(asyncpg prepares each statement once per connection, and a new "
+        "connection runs its own set-up statements); server time is what "
+        "PostgreSQL logged for all phases, per request. Each counted run starts "
+        "after a pause (the other side's run), so the generated pool's pre-ping "
+        "pings each connection it hands out once (`SELECT 1`, see the render's "
+        "db/engine.py): up to pool_size round trips per counted run that steady "
+        "load does not pay.",
         "",
-        "| Endpoint | Side | Round trips | Server ms | Statements, times per request |",
-        "|---|---|---:|---:|---|",
+        "| Endpoint | Clients | Side | Round trips | Server ms "
+        "| Statements, times per request |",
+        "|---|---|---|---:|---:|---|",
     ]
     for endpoint in comparison.endpoints:
-        for side in SIDES:
-            counted = comparison.counted[(endpoint.key, side)]
-            shown, others = [], 0.0
-            for sql, times in counted.log.statements.items():
-                share = times / counted.requests
-                if share >= SHOWN_STATEMENT_SHARE:
-                    shown.append(f"{statement_text(sql)} {share:.2f}")
-                else:
-                    others += share
-            if counted.log.prepares:
-                shown.append(f"prepare {counted.log.prepares / counted.requests:.2f}")
-            if others:
-                shown.append(f"others {others:.2f}")
-            lines.append(
-                f"| `{endpoint.label}` | {side} | {counted.round_trips:.2f} "
-                f"| {counted.log.server_ms / counted.requests:.3f} "
-                f"| {' · '.join(shown)} |"
-            )
+        for clients in comparison.concurrencies:
+            for side in SIDES:
+                counted = comparison.counted[(endpoint.key, clients, side)]
+                lines.append(
+                    f"| `{endpoint.label}` | {clients} | {side} "
+                    f"| {counted.round_trips:.2f} "
+                    f"| {counted.log.server_ms / counted.requests:.3f} "
+                    f"| {statements_text(counted)} |"
+                )
     lines.append("")
     return lines
+
+
+def statements_text(counted: Counted) -> str:
+    shown, others = [], 0.0
+    for sql, times in counted.log.statements.items():
+        share = times / counted.requests
+        if share >= SHOWN_STATEMENT_SHARE:
+            shown.append(f"{statement_text(sql)} {share:.2f}")
+        else:
+            others += share
+    if counted.log.prepares:
+        shown.append(f"prepare {counted.log.prepares / counted.requests:.2f}")
+    if others:
+        shown.append(f"others {others:.2f}")
+    return " · ".join(shown)
 
 
 def suite_section(suite: SuiteResult) -> list[str]:
@@ -247,13 +313,18 @@ def suite_section(suite: SuiteResult) -> list[str]:
         "## The generated test suite",
         "",
         "Each file run as `pytest <file>` in a fresh process (median of the runs). "
-        "Start-up: interpreter, imports, the embedded PostgreSQL, migrations and "
-        f"one test. Per test: the {suite.tests}-test run less start-up, divided "
-        f"by the {suite.tests - 1} extra tests, each a POST and a GET through the "
+        "First run: one test in the fresh render, which prepares the migrated "
+        "data folder later runs start from (.test-postgres/) and writes the "
+        "imported modules' bytecode (PYTHONDONTWRITEBYTECODE unset, as on "
+        "users' machines). Start-up: "
+        "interpreter, imports, the embedded PostgreSQL from that folder and one "
+        f"test. Per test: the {suite.tests}-test run less start-up, divided by "
+        f"the {suite.tests - 1} extra tests, each a POST and a GET through the "
         "`client` fixture.",
         "",
         "| Measure | Time | Runs (s) |",
         "|---|---:|---|",
+        f"| First run, one test | {suite.first_run:.2f} s | |",
         f"| Start-up, one test | {suite.startup:.2f} s | {startup} |",
         f"| {suite.tests} tests | {statistics.median(suite.many_runs):.2f} s | {many} |",
         f"| Per test | {suite.per_test * 1000:.1f} ms | |",
@@ -287,20 +358,44 @@ def chart(results: Results, path: Path) -> None:
     comparison = results.comparison
     if comparison is None:
         return
-    figure = Figure(figsize=(13, 4.6), layout="constrained")
-    panels = figure.subplots(1, 3)
-    labels = [endpoint.label for endpoint in comparison.endpoints]
-    positions = list(range(len(labels)))
+    figure = Figure(figsize=(14, 8.5), layout="constrained")
+    panels = figure.subplots(2, 2).flatten()
+    groups = [
+        (endpoint, clients)
+        for endpoint in comparison.endpoints
+        for clients in comparison.concurrencies
+    ]
+    labels = [f"{endpoint.label}\n{clients} clients" for endpoint, clients in groups]
+    positions = list(range(len(groups)))
     width = 0.38
-    measures = (
-        ("Requests per second (higher is better)", "requests_per_second"),
-        ("p99 latency, ms (lower is better)", "p99_ms"),
-    )
-    for panel, (title, attribute) in zip(panels, measures, strict=False):
+
+    def runs_median(attribute: str) -> Callable[[str, int, str], float]:
+        return lambda key, clients, side: median_of(
+            comparison.runs[(key, clients, side)], attribute
+        )
+
+    def new_connections(key: str, clients: int, side: str) -> float:
+        counts = [run.new_connections for run in comparison.runs[(key, clients, side)]]
+        return statistics.median(counts)
+
+    def round_trips(key: str, clients: int, side: str) -> float:
+        counted = comparison.counted.get((key, clients, side))
+        return counted.round_trips if counted else 0.0
+
+    measures: list[tuple[str, Callable[[str, int, str], float], str]] = [
+        (
+            "Requests per second (higher is better)",
+            runs_median("requests_per_second"),
+            "%.0f",
+        ),
+        ("p99 latency, ms (lower is better)", runs_median("p99_ms"), "%.0f"),
+        ("Round trips per request (statement log)", round_trips, "%.1f"),
+        ("New connections per run (median)", new_connections, "%.0f"),
+    ]
+    for panel, (title, value_of, label_format) in zip(panels, measures, strict=True):
         for offset, side in ((-width / 2, "generated"), (width / 2, "raw")):
             values = [
-                median_of(comparison.runs[(endpoint.key, side)], attribute)
-                for endpoint in comparison.endpoints
+                value_of(endpoint.key, clients, side) for endpoint, clients in groups
             ]
             bars = panel.bar(
                 [position + offset for position in positions],
@@ -309,36 +404,27 @@ def chart(results: Results, path: Path) -> None:
                 label="generated" if side == "generated" else "FastAPI + raw asyncpg",
                 color=COLOURS[side],
             )
-            panel.bar_label(bars, fmt="%.0f", fontsize=8)
+            panel.bar_label(bars, fmt=label_format, fontsize=7)
         panel.set_title(title, fontsize=10)
-    if comparison.counted:
-        panel = panels[2]
-        for offset, side in ((-width / 2, "generated"), (width / 2, "raw")):
-            values = [
-                comparison.counted[(endpoint.key, side)].round_trips
-                for endpoint in comparison.endpoints
-            ]
-            bars = panel.bar(
-                [position + offset for position in positions],
-                values,
-                width,
-                color=COLOURS[side],
-            )
-            panel.bar_label(bars, fmt="%.1f", fontsize=8)
-        panel.set_title("Round trips per request (statement log)", fontsize=10)
-    for panel in panels:
-        panel.set_xticks(positions, labels, rotation=15, fontsize=8)
+        panel.set_xticks(positions, labels, rotation=20, fontsize=7)
+        # From 0, with room for a label even when every bar is 0.
+        panel.set_ylim(0, max(panel.get_ylim()[1], 1))
+    panels[0].legend(fontsize=8)
     ratio_text = " · ".join(
-        f"{endpoint.key} {statistics.median(ratios(comparison, endpoint)):.2f}"
+        f"{endpoint.key} "
+        + " / ".join(
+            f"{statistics.median(ratios(comparison, endpoint, clients)):.2f}"
+            for clients in comparison.concurrencies
+        )
         for endpoint in comparison.endpoints
     )
-    panels[0].legend(fontsize=8)
+    concurrencies = " / ".join(f"c{clients}" for clients in comparison.concurrencies)
     loop = "uvloop + httptools" if comparison.fast_loop else "asyncio + h11"
     figure.suptitle(
-        "Generated service vs FastAPI + raw asyncpg, requests/s ratio: "
-        f"{ratio_text}\n{results.machine.get('CPU', '')}; wrk "
-        f"-t{results.settings['threads']} -c{results.settings['connections']}; "
-        f"{loop}; {results.started}",
+        "Generated service vs FastAPI + raw asyncpg, requests/s ratio at "
+        f"{concurrencies}: {ratio_text}\n{results.machine.get('CPU', '')}; wrk "
+        f"-t{results.settings['threads']}; generated {comparison.generated_pool}, "
+        f"raw pool {comparison.raw_pool_size}; {loop}; {results.started}",
         fontsize=10,
     )
     figure.savefig(path, dpi=110)
@@ -362,20 +448,29 @@ def raw_numbers(results: Results) -> dict[str, Any]:
         data["http"] = {
             "postgres": comparison.postgres_version,
             "fast_loop": comparison.fast_loop,
-            "generated_pool": comparison.generated_pool,
+            "generated_pool": asdict(comparison.generated_pool),
             "raw_pool_size": comparison.raw_pool_size,
+            "concurrencies": comparison.concurrencies,
             "endpoints": {
                 endpoint.key: {
                     "label": endpoint.label,
-                    **{
-                        side: {
-                            "runs": [
-                                asdict(run)
-                                for run in comparison.runs[(endpoint.key, side)]
-                            ],
-                            "counted": _counted(comparison, endpoint.key, side),
+                    # By concurrent clients, then side.
+                    "clients": {
+                        str(clients): {
+                            side: {
+                                "runs": [
+                                    asdict(run)
+                                    for run in comparison.runs[
+                                        (endpoint.key, clients, side)
+                                    ]
+                                ],
+                                "counted": _counted(
+                                    comparison, (endpoint.key, clients, side)
+                                ),
+                            }
+                            for side in SIDES
                         }
-                        for side in SIDES
+                        for clients in comparison.concurrencies
                     },
                 }
                 for endpoint in comparison.endpoints
@@ -384,8 +479,8 @@ def raw_numbers(results: Results) -> dict[str, Any]:
     return data
 
 
-def _counted(comparison: Comparison, key: str, side: str) -> dict[str, Any] | None:
-    counted = comparison.counted.get((key, side))
+def _counted(comparison: Comparison, key: Key) -> dict[str, Any] | None:
+    counted = comparison.counted.get(key)
     if counted is None:
         return None
     return {
