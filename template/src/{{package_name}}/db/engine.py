@@ -53,11 +53,18 @@ SERVER_TIMEOUTS = text(
 logger = logging.getLogger(__name__)
 
 
-def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+def create_engine(
+    settings: Settings,
+    *,
+    pooled: bool = True,
+    ping_idle_after: float = PING_IDLE_AFTER,
+) -> AsyncEngine:
     """The engine and its connection pool, configured from the settings.
 
     Unpooled (each connection closed after use) for one-off work such as
-    migrations, which must connect exactly as the service does.
+    migrations, which must connect exactly as the service does. With pre-ping
+    on, a connection idle for `ping_idle_after` seconds or more is pinged
+    before use (see PrePing).
     """
     pool: dict[str, Any] = {"poolclass": NullPool}
     if pooled:
@@ -79,7 +86,7 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "do_connect", Connector())
     if pooled and settings.pool_pre_ping:
-        pre_ping = PrePing(timeout=settings.connect_timeout)
+        pre_ping = PrePing(settings.connect_timeout, ping_idle_after)
         event.listen(engine.sync_engine, "checkin", pre_ping.checkin)
         event.listen(engine.sync_engine, "checkout", pre_ping.checkout)
     return engine
@@ -92,18 +99,23 @@ class PrePing:
 
     - A connection the server closed (a restart, pg_terminate_backend, an idle
       timeout) costs nothing to spot: asyncpg has already seen its socket close.
-    - A connection idle for PING_IDLE_AFTER seconds or more also gets one round
-      trip, `SELECT 1` over the simple query protocol (no transaction, no
+    - A connection idle for `idle_after` seconds or more (PING_IDLE_AFTER unless
+      told otherwise) also gets one round trip, `SELECT 1` over the simple query protocol (no transaction, no
       prepared statement, so safe behind PgBouncer), bounded by connect_timeout:
       that catches a server that vanished without closing anything. Under steady
       traffic connections are reused within milliseconds, so requests pay no
       round trip. (SQLAlchemy's own pool_pre_ping takes three for asyncpg, on
       every checkout: BEGIN, the ping, ROLLBACK.)
+    - A server shutting down sends each session an error before it closes the
+      socket; a connection checked out between the two looks open but fails its
+      first statement. Only a round trip catches that, so `idle_after=0` pings
+      every checkout (the read replica's pool does, see db/replicas.py).
     https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, idle_after: float = PING_IDLE_AFTER) -> None:
         self.timeout = timeout
+        self.idle_after = idle_after
 
     def checkin(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info[LAST_USED] = time.monotonic()
@@ -117,7 +129,7 @@ class PrePing:
         if record.driver_connection is None or record.driver_connection.is_closed():
             raise DisconnectionError("the server closed the connection")
         last_used = record.info.get(LAST_USED)
-        if last_used is None or time.monotonic() - last_used < PING_IDLE_AFTER:
+        if last_used is None or time.monotonic() - last_used < self.idle_after:
             return  # new, or just used
         try:
             dbapi_connection.run_async(

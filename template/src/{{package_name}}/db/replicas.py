@@ -62,7 +62,12 @@ def create_replica_engine(settings: Settings) -> AsyncEngine | None:
                 # must work: pre-ping replaces those a stopped replica closed.
                 "pool_pre_ping": True,
             }
-        )
+        ),
+        # Every checkout, even under traffic: a replica that just stopped
+        # leaves connections that look open, and a request routed to one would
+        # fail instead of reading from the primary. One more round trip per
+        # replica read (a simple-protocol SELECT 1).
+        ping_idle_after=0.0,
     )
 
 
