@@ -21,6 +21,18 @@ from bench.template_source import copy_template
 Answers = dict[str, Any]
 Render = Callable[..., Path]
 
+# The questions whose answers are environment-variable names (copier.yml).
+VARIABLE_QUESTIONS = (
+    "db_user_var",
+    "db_password_var",
+    "db_host_var",
+    "db_port_var",
+    "db_name_var",
+    "db_url_var",
+    "db_direct_url_var",
+    "db_replica_url_var",
+)
+
 
 @pytest.fixture(scope="session")
 def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -172,6 +184,34 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def database_environment(socket_dir: str, database: str) -> dict[str, str]:
+    """The synced project's variables, naming `database` on the module's server."""
+    return {
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": "",
+        "POSTGRES_HOST": socket_dir,
+        "POSTGRES_DB": database,
+    }
+
+
+def serve_synced_project(
+    project: Path, env: dict[str, str], **popen: Any
+) -> tuple["subprocess.Popen[str]", int]:
+    """Migrate the database `env` names, then start the service with its
+    README's command (uvicorn options passed on); the process and its port."""
+    venv_bin = project / ".venv" / "bin"
+    run([str(venv_bin / "alembic"), "upgrade", "head"], cwd=project, env=env)
+    port = free_port()
+    server = subprocess.Popen(
+        [str(venv_bin / "my-service"), "--port", str(port)],
+        cwd=project,
+        env={**inherited_environment(), **env},
+        text=True,
+        **popen,
+    )
+    return server, port
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,14 @@ from typing import Any, NamedTuple
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, Render
+from conftest import REPO_ROOT, VARIABLE_QUESTIONS, Render
 
 QUESTIONS = (
     "project_name",
     "description",
     "package_name",
     "db_name",
-    "db_user_var",
-    "db_password_var",
-    "db_host_var",
-    "db_port_var",
-    "db_name_var",
-    "db_url_var",
-    "db_direct_url_var",
-    "db_replica_url_var",
+    *VARIABLE_QUESTIONS,
     "pgbouncer",
     "pool_size",
     "max_overflow",

@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Answers, Render, run, subprocess_environment
+from conftest import (
+    VARIABLE_QUESTIONS,
+    Answers,
+    Render,
+    run,
+    subprocess_environment,
+)
 from test_generated_project import ANSWER_SETS
 
 # hadolint and docker-compose come with this repo's dev environment.
@@ -29,16 +35,6 @@ COMPOSE_SETS: dict[str, Answers] = {
     "dollar-name": {"db_name": "a $HOME ${USER:-x} $$ b"},
 }
 PASSWORD = "pw $HOME ${USER} 'single' \"double\" ü {{ x }}"
-VARIABLE_QUESTIONS = (
-    "db_user_var",
-    "db_password_var",
-    "db_host_var",
-    "db_port_var",
-    "db_name_var",
-    "db_url_var",
-    "db_direct_url_var",
-    "db_replica_url_var",
-)
 
 Instruction = tuple[str, str]
 

