@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db.engine import database_location, round_trip_error
+from ..db.engine import database_location, round_trip_error_within
 from ..db.failures import describe_error
 from ..db.replicas import ReadRouter, ReplicaState
 from ..errors import RETRY_AFTER_SECONDS, problem, problem_responses
@@ -60,7 +60,8 @@ async def ready(request: Request) -> Ready | Response:
     read_router: ReadRouter = request.app.state.read_router
     # Both at once, so neither waits for the other.
     error, replica = await asyncio.gather(
-        primary_error(engine), read_router.replica_state(READY_TIMEOUT)
+        round_trip_error_within(engine, READY_TIMEOUT),
+        read_router.replica_state(READY_TIMEOUT),
     )
     if error is not None:
         logger.warning(
@@ -74,11 +75,3 @@ async def ready(request: Request) -> Ready | Response:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     return Ready(status="ok", database="ok", replica=replica)
-
-
-async def primary_error(engine: AsyncEngine) -> BaseException | None:
-    try:
-        async with asyncio.timeout(READY_TIMEOUT):
-            return await round_trip_error(engine)
-    except TimeoutError as timed_out:
-        return timed_out

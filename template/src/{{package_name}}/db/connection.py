@@ -110,6 +110,18 @@ def ssl_mode(settings: Settings) -> SslMode:
     return mode or "prefer"
 
 
+# The timeouts sent at login: each server setting, the Settings field that
+# holds it and the variable that sets that field.
+TIMEOUTS = (
+    ("statement_timeout", "statement_timeout", "DB_STATEMENT_TIMEOUT"),
+    (
+        "idle_in_transaction_session_timeout",
+        "idle_in_transaction_timeout",
+        "DB_IDLE_IN_TRANSACTION_TIMEOUT",
+    ),
+)
+
+
 def server_settings(settings: Settings) -> dict[str, str]:
     """Settings each session starts with: the URL's options, the timeouts and
     the application name. Behind PgBouncer only the application name, the one
@@ -126,11 +138,7 @@ def server_settings(settings: Settings) -> dict[str, str]:
         return {"application_name": application_name}
     options = url.options or {}
     values = dict(options)
-    timeouts = (
-        ("statement_timeout", "statement_timeout"),
-        ("idle_in_transaction_session_timeout", "idle_in_transaction_timeout"),
-    )
-    for name, field in timeouts:
+    for name, field, _variable in TIMEOUTS:
         if name not in options or field in settings.model_fields_set:
             values[name] = milliseconds(getattr(settings, field))
     values["application_name"] = application_name

@@ -2,6 +2,7 @@
 start-up checks: the probe that says in one log line whether the database
 answers and, behind PgBouncer, whether the role's timeouts are the ones asked for."""
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from ..settings import (
     Settings,
 )
 from .connection import (
+    TIMEOUTS,
     connect_arguments,
     database_url,
     milliseconds,
@@ -34,17 +36,8 @@ from .pool import FairQueuePool
 PING_IDLE_AFTER = 1.0
 # Where PrePing notes when a connection was last returned to the pool.
 LAST_USED = "last_used"
-# The timeouts a direct connection sends at login (connection.server_settings):
-# each server setting, the Settings field and the variable that sets it.
-TIMEOUTS = (
-    ("statement_timeout", "statement_timeout", "DB_STATEMENT_TIMEOUT"),
-    (
-        "idle_in_transaction_session_timeout",
-        "idle_in_transaction_timeout",
-        "DB_IDLE_IN_TRANSACTION_TIMEOUT",
-    ),
-)
-# Both in milliseconds, as PostgreSQL stores them.
+# The server's values of the timeouts sent at login (connection.TIMEOUTS), in
+# milliseconds as PostgreSQL stores them.
 SERVER_TIMEOUTS = text(
     "SELECT name, setting FROM pg_settings WHERE name IN "
     "('statement_timeout', 'idle_in_transaction_session_timeout')"
@@ -100,9 +93,10 @@ class PrePing:
     - A connection the server closed (a restart, pg_terminate_backend, an idle
       timeout) costs nothing to spot: asyncpg has already seen its socket close.
     - A connection idle for `idle_after` seconds or more (PING_IDLE_AFTER unless
-      told otherwise) also gets one round trip, `SELECT 1` over the simple query protocol (no transaction, no
-      prepared statement, so safe behind PgBouncer), bounded by connect_timeout:
-      that catches a server that vanished without closing anything. Under steady
+      told otherwise) also gets one round trip, `SELECT 1` over the simple query
+      protocol (no transaction, no prepared statement, so safe behind
+      PgBouncer), bounded by connect_timeout: that catches a server that
+      vanished without closing anything. Under steady
       traffic connections are reused within milliseconds, so requests pay no
       round trip. (SQLAlchemy's own pool_pre_ping takes three for asyncpg, on
       every checkout: BEGIN, the ping, ROLLBACK.)
@@ -167,6 +161,18 @@ async def round_trip_error(
     except (SQLAlchemyError, DatabaseUnavailable) as error:
         return error
     return None
+
+
+async def round_trip_error_within(
+    engine: AsyncEngine, within: float
+) -> BaseException | None:
+    """round_trip_error, or a TimeoutError when the round trip (waiting for a
+    pooled connection included) takes more than `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            return await round_trip_error(engine)
+    except TimeoutError as timed_out:
+        return timed_out
 
 
 async def probe_database(engine: AsyncEngine) -> bool:

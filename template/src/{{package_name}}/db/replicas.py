@@ -14,7 +14,6 @@ there may not see a write just committed: reads that must see the latest
 writes take SessionDep, which always uses the primary.
 """
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -28,7 +27,7 @@ from ..settings import (
     Settings,
 )
 from .connection import chosen
-from .engine import create_engine, database_location, round_trip_error
+from .engine import create_engine, database_location, round_trip_error_within
 from .failures import DatabaseMisconfigured, DatabaseUnavailable, describe_error
 from .sessions import create_read_session_factory
 
@@ -103,11 +102,7 @@ class ReadRouter:
             return "none"
         if not self._try_replica():
             return "down"
-        try:
-            async with asyncio.timeout(within):
-                error: BaseException | None = await round_trip_error(self.replica)
-        except TimeoutError as timed_out:
-            error = timed_out
+        error = await round_trip_error_within(self.replica, within)
         if error is not None:
             self._mark_down(self.replica, error)
             return "down"
