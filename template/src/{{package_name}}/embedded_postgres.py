@@ -285,10 +285,9 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Stop the server, ending client connections at once (PostgreSQL's
         "fast" shutdown, SIGINT), as a real restart would."""
-        try:
-            pid = int(self._lock_file_lines()[0])
-        except (IndexError, ValueError):
-            raise EmbeddedPostgresError(f"no server runs in {self.data_dir}") from None
+        pid = self._lock_file_pid()
+        if pid is None:
+            raise EmbeddedPostgresError(f"no server runs in {self.data_dir}")
         os.kill(pid, signal.SIGINT)
         self._wait_until(lambda: not process_is_alive(pid), "stop")
         if self._postmaster is not None and self._postmaster.pid == pid:
@@ -300,6 +299,13 @@ class EmbeddedPostgres:
             return (self.data_dir / "postmaster.pid").read_text().splitlines()
         except FileNotFoundError:
             return []
+
+    def _lock_file_pid(self) -> int | None:
+        """The postmaster's pid, as its lock file names it; None without one."""
+        try:
+            return int(self._lock_file_lines()[0])
+        except (IndexError, ValueError):
+            return None
 
     def _wait_until(self, condition: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + WAIT_SECONDS
@@ -326,11 +332,8 @@ class EmbeddedPostgres:
 
     def is_running(self) -> bool:
         """Whether the postmaster named in postmaster.pid is alive."""
-        try:
-            pid = int(self._lock_file_lines()[0])
-        except (IndexError, ValueError):
-            return False
-        return process_is_alive(pid)
+        pid = self._lock_file_pid()
+        return pid is not None and process_is_alive(pid)
 
     def connections(self, application_name: str, waiting_for_lock: bool = False) -> int:
         """How many sessions with this application_name the server holds (only
